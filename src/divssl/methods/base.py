@@ -1,0 +1,133 @@
+"""The method interface: a backbone plus heads, a loss and per-step hooks.
+
+A method is ``view preset + heads + loss``. The training loop (``divssl.train``) calls, each step:
+
+1. ``out = method.training_step(views, labels, step, total_steps)`` under autocast;
+2. ``out.loss.backward()``;
+3. ``method.on_before_optimizer_step(step, total_steps)`` (prototype / last-layer freezing);
+4. ``optimizer.step()``;
+5. ``method.on_after_optimizer_step(step, total_steps)`` (EMA teachers, queues).
+
+Every schedule a method uses is a pure function of ``(step, total_steps)`` (see ``divssl.budget``),
+so runs with different N but equal C see identical schedules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from divssl.errors import unknown_choice
+
+
+class MethodConfig(BaseModel):
+    """Base of each method's hyperparameters (``method_args.*`` keys); unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class OptimDefaults:
+    """A method's optimizer defaults, used where ``optim.*`` keys are left unset.
+
+    Attributes:
+        name: ``"lars"``, ``"sgd"`` or ``"adamw"``.
+        base_lr: learning rate per 256 images; scaled linearly with the global batch.
+        weight_decay: decoupled for AdamW, L2 otherwise.
+        warmup_fraction: fraction of total steps with linear LR warm-up.
+    """
+
+    name: str
+    base_lr: float
+    weight_decay: float
+    warmup_fraction: float = 0.01
+
+
+@dataclass
+class StepOutput:
+    """What ``training_step`` returns: the scalar loss and floats to log."""
+
+    loss: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class Method(nn.Module):
+    """Base class of every pretraining method.
+
+    Subclasses set the class attributes and implement :meth:`training_step`.
+
+    Args:
+        backbone: feature extractor mapping (B, 3, H, W) to (B, feat_dim).
+        feat_dim: backbone output width.
+        cfg: the method's validated ``Config``.
+        num_classes: number of labels (only ``supervised`` needs it).
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    augment_preset: ClassVar[str] = "simclr"
+    optim_defaults: ClassVar[OptimDefaults] = OptimDefaults("lars", 0.3, 1e-4)
+    needs_labels: ClassVar[bool] = False
+
+    def __init__(
+        self, backbone: nn.Module, feat_dim: int, cfg: MethodConfig, num_classes: int | None = None
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.feat_dim = feat_dim
+        self.cfg = cfg
+        self.num_classes = num_classes
+
+    def training_step(
+        self, views: list[torch.Tensor], labels: torch.Tensor | None, step: int, total_steps: int
+    ) -> StepOutput:
+        """Compute the loss of one step.
+
+        Args:
+            views: augmented views, each (B, 3, h, w) float; global crops first.
+            labels: (B,) int64 or ``None``.
+            step: 0-based optimizer step.
+            total_steps: steps of the whole run.
+        """
+        raise NotImplementedError
+
+    def on_before_optimizer_step(self, step: int, total_steps: int) -> None:
+        """Hook after backward, before the optimizer step (e.g. zero frozen gradients)."""
+
+    def on_after_optimizer_step(self, step: int, total_steps: int) -> None:
+        """Hook after the optimizer step (e.g. EMA teacher update)."""
+
+    def extra_state(self) -> dict[str, Any]:
+        """Non-parameter state to checkpoint (queues are buffers; this is for the rest)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
+
+
+_METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator adding a method to the registry under ``cls.name``."""
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def method_names() -> list[str]:
+    """Names of all registered methods."""
+    import divssl.methods  # noqa: F401  (registers the built-in methods)
+
+    return sorted(_METHODS)
+
+
+def get_method(name: str, field_name: str = "method") -> type[Method]:
+    """Look up a method class; unknown names raise a ConfigError listing the valid ones."""
+    names = method_names()
+    if name not in _METHODS:
+        raise unknown_choice(field_name, name, names)
+    return _METHODS[name]
