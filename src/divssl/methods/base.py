@@ -72,6 +72,7 @@ class Method(nn.Module):
     augment_preset: ClassVar[str] = "simclr"
     optim_defaults: ClassVar[OptimDefaults] = OptimDefaults("lars", 0.3, 1e-4)
     needs_labels: ClassVar[bool] = False
+    supports_local_crops: ClassVar[bool] = False  # multi-crop (DINO, SwAV)
 
     def __init__(
         self, backbone: nn.Module, feat_dim: int, cfg: MethodConfig, num_classes: int | None = None
@@ -94,6 +95,12 @@ class Method(nn.Module):
             total_steps: steps of the whole run.
         """
         raise NotImplementedError
+
+    def forward(
+        self, views: list[torch.Tensor], labels: torch.Tensor | None, step: int, total_steps: int
+    ) -> StepOutput:
+        """Alias of :meth:`training_step`, so DistributedDataParallel can wrap a method."""
+        return self.training_step(views, labels, step, total_steps)
 
     def on_before_optimizer_step(self, step: int, total_steps: int) -> None:
         """Hook after backward, before the optimizer step (e.g. zero frozen gradients)."""
