@@ -1,0 +1,556 @@
+"""The budgeted pretraining loop: exactly C images, precision, DDP, checkpoints, exact resume.
+
+One run, top to bottom:
+
+1. ``prepare``: validate everything that needs data (pool, subset, budget) before writing a file;
+2. build backbone + method + optimizer (parameters without decay for biases and norms);
+3. resume from ``checkpoints/last.pt`` when asked;
+4. per step: take the step's slice of the budgeted image stream, make views on the device with a
+   generator seeded by (augment seed, step, rank), forward/backward under autocast, method hooks,
+   schedules set from (step, total_steps), optimizer step;
+5. log ``metrics.jsonl``, checkpoint every K steps, export ``backbone.pt`` and ``summary.json``.
+
+Randomness is derived per step (views) or saved in checkpoints (global torch RNG for dropout), so
+an interrupted-and-resumed run on CPU with ``deterministic=true`` ends with bitwise-equal weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from divssl import distributed as dist
+from divssl.augment import AugmentPreset, get_preset, make_views
+from divssl.backbones import build_backbone, export_backbone
+from divssl.budget import Budget, resolve_images, scaled_lr, stream_positions, warmup_cosine
+from divssl.config import Config, config_to_dict
+from divssl.data.cache import load_array_pool
+from divssl.data.ordering import Ordering, load_ordering, make_ordering, save_ordering
+from divssl.data.ordering import subset_positions as ordering_prefix
+from divssl.data.pool import ArrayPool, Pool, open_pool
+from divssl.errors import ConfigError, RunFailed
+from divssl.io import atomic_torch_save, atomic_write_json, atomic_write_yaml, read_json
+from divssl.methods import Method, get_method
+from divssl.methods.base import OptimDefaults
+
+
+@dataclass
+class Prepared:
+    """Everything validated before the run starts."""
+
+    cfg: Config
+    pool: ArrayPool
+    corrupt: list[str]
+    ordering: Ordering
+    subset: np.ndarray  # (N,) pool indices of the pretraining set
+    budget: Budget
+    method_cls: type[Method]
+    run_dir: Path
+    num_classes: int | None
+
+
+def _open_training_pool(cfg: Config) -> tuple[Pool, dict[str, Any] | None]:
+    if cfg.data.composition is not None:
+        from divssl.data.composition import ComposedPool, parse_composition, resolve_composition
+
+        comp = parse_composition(cfg.data.composition)
+        task_classes: list[str] | None = None
+        if cfg.data.task is not None:
+            from divssl.evaluate.tasks import open_task
+
+            task_classes = list(open_task(cfg.data.task).class_names)
+        resolved = resolve_composition(comp, task_classes)
+        return ComposedPool(resolved), resolved.to_json()
+    return open_pool(cfg.data.pool), None
+
+
+def _run_dir(cfg: Config, budget_images: int, n: int) -> Path:
+    return Path(
+        cfg.out.format(
+            method=cfg.method, backbone=cfg.backbone, budget=budget_images, n=n, seed=cfg.seed
+        )
+    )
+
+
+def prepare(cfg: Config) -> tuple[Prepared, dict[str, Any] | None]:
+    """Open and decode the pool, build the ordering and subset, resolve the budget.
+
+    Raises:
+        ConfigError: any inconsistency (N larger than the pool, C < minimum batch, ...).
+    """
+    method_cls = get_method(cfg.method)
+    raw_pool, composition = _open_training_pool(cfg)
+    if raw_pool.streaming:
+        raise ConfigError("data.pool", "streaming pools (wds) are not supported by pretrain yet")
+    pool, stats = load_array_pool(
+        raw_pool, _source_size(cfg), cache=cfg.data.cache, workers=cfg.data.workers
+    )
+    if cfg.subset.ordering is not None:
+        ordering = load_ordering(cfg.subset.ordering)
+    else:
+        ordering = make_ordering(pool, seed=cfg.subset.seed, balanced=cfg.subset.balanced)
+    size, fraction = cfg.subset.size, cfg.subset.fraction
+    if size is None and fraction is None:
+        fraction = 1.0
+    if size is not None and size > len(pool):
+        raise ConfigError("subset.size", f"N={size} is larger than the pool ({len(pool)} images)")
+    subset = ordering_prefix(ordering, size=size, fraction=fraction)
+    c = resolve_images(cfg.budget.images, cfg.budget.epochs, len(subset))
+    budget = Budget(images=c, unique_images=len(subset), global_batch=cfg.batch_size,
+                    min_batch=2 * dist.world_size())
+    labels = pool.labels
+    num_classes = None
+    if labels is not None and (labels >= 0).any():
+        num_classes = len(pool.class_names) if pool.class_names else int(labels.max()) + 1
+    if method_cls.needs_labels and num_classes is None:
+        raise ConfigError("method", f"{cfg.method} needs a labelled pool; {cfg.data.pool} has none")
+    prepared = Prepared(cfg, pool, list(stats.corrupt), ordering, subset, budget, method_cls,
+                        _run_dir(cfg, c, len(subset)), num_classes)
+    return prepared, composition
+
+
+def _source_size(cfg: Config) -> int:
+    # Decode once at the view size: crops of a 16 px image are resampled back to 16 px, as
+    # solo-learn does for CIFAR (32 px images, 32 px crops).
+    return cfg.image_size
+
+
+# ----------------------------------------------------------------------------------- building
+
+
+def _device(cfg: Config) -> torch.device:
+    if cfg.device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist.local_rank())
+        return torch.device("cpu")
+    return torch.device(cfg.device)
+
+
+def _autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def _optim_settings(cfg: Config, defaults: OptimDefaults) -> dict[str, Any]:
+    o = cfg.optim
+    return {
+        "name": o.name or defaults.name,
+        "base_lr": o.base_lr if o.base_lr is not None else defaults.base_lr,
+        "weight_decay": o.weight_decay if o.weight_decay is not None else defaults.weight_decay,
+        "final_weight_decay": o.final_weight_decay,
+        "warmup_fraction": (
+            o.warmup_fraction if o.warmup_fraction is not None else defaults.warmup_fraction
+        ),
+    }
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two groups: decayed weights, and biases/normalisation parameters without decay (which
+    LARS then also leaves unadapted, as solo-learn's ``exclude_bias_n_norm``)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay, "decays": True},
+        {"params": no_decay, "weight_decay": 0.0, "decays": False},
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: Config, settings: dict[str, Any]) -> torch.optim.Optimizer:
+    """SGD, LARS (timm's implementation) or AdamW over ``param_groups``."""
+    groups = param_groups(model, settings["weight_decay"])
+    lr = scaled_lr(settings["base_lr"], cfg.batch_size)
+    name = settings["name"]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.optim.momentum)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    from timm.optim import Lars
+
+    # timm's Lars adapts only groups with weight_decay != 0, i.e. it excludes biases and norms.
+    return Lars(groups, lr=lr, momentum=cfg.optim.momentum, trust_coeff=cfg.optim.lars_eta)
+
+
+def _set_schedules(
+    opt: torch.optim.Optimizer, step: int, total: int, cfg: Config, settings: dict[str, Any]
+) -> tuple[float, float]:
+    peak = scaled_lr(settings["base_lr"], cfg.batch_size)
+    lr = warmup_cosine(step, total, peak, peak * cfg.optim.final_lr_fraction,
+                       settings["warmup_fraction"])
+    wd0 = settings["weight_decay"]
+    wd1 = settings["final_weight_decay"]
+    wd = wd0 if wd1 is None else wd1 - (wd1 - wd0) * (1 + math.cos(math.pi * step / max(1, total - 1))) / 2
+    for group in opt.param_groups:
+        group["lr"] = lr
+        if group.get("decays", True):
+            group["weight_decay"] = wd
+    return lr, wd
+
+
+# ------------------------------------------------------------------------------------ batches
+
+
+def _rank_slice(n: int) -> slice:
+    """This rank's part of a global batch of n images (split as evenly as possible)."""
+    w, r = dist.world_size(), dist.rank()
+    base, extra = divmod(n, w)
+    start = r * base + min(r, extra)
+    return slice(start, start + base + (1 if r < extra else 0))
+
+
+def step_batch(
+    prep: Prepared, step: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """This rank's uint8 images (b, 3, H, W) and labels (b,) of a step."""
+    budget = prep.budget
+    size = budget.batch_sizes[step]
+    stream = stream_positions(len(prep.subset), prep.cfg.seed_for("order"),
+                              budget.images_before(step), size)
+    idx = prep.subset[stream[_rank_slice(size)]]
+    images = torch.from_numpy(np.ascontiguousarray(prep.pool.images[idx]))
+    images = images.permute(0, 3, 1, 2).contiguous()
+    labels = None
+    if prep.pool.labels is not None:
+        labels = torch.from_numpy(prep.pool.labels[idx])
+    if device.type == "cuda":
+        images = images.pin_memory().to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True) if labels is not None else None
+    return images, labels
+
+
+def view_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
+    """Augmentation generator of one step on one rank: a pure function of (seed, step, rank)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(int(np.random.SeedSequence([seed, step, dist.rank()]).generate_state(1)[0]))
+    return g
+
+
+# ----------------------------------------------------------------------------------- counting
+
+
+def count_flops_per_image(method: Method, preset: AugmentPreset, image_size: int,
+                          device: torch.device) -> float:
+    """FLOPs of one source image's training step (all views, forward + backward), counted with
+    ``torch.utils.flop_counter`` on a copy of the method (the real one is not touched)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    probe = copy.deepcopy(method).to(device).train()
+    b = 4
+    g = torch.Generator(device=device)
+    g.manual_seed(0)
+    images = torch.randint(0, 256, (b, 3, image_size, image_size), dtype=torch.uint8,
+                           generator=g, device=device)
+    views = make_views(images, preset, g)
+    labels = torch.zeros(b, dtype=torch.long, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = probe.training_step(views, labels, 0, 10)
+        out.loss.backward()
+    return counter.get_total_flops() / b
+
+
+# ---------------------------------------------------------------------------------- checkpoint
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, method: Method, opt: torch.optim.Optimizer, step: int,
+                    extra: dict[str, Any]) -> None:
+    """Everything needed to continue: model, optimizer, next step, RNG states, counters."""
+    atomic_torch_save(
+        {"model": method.state_dict(), "optimizer": opt.state_dict(), "step": step,
+         "rng": _rng_state(), "extra": extra, "method_extra": method.extra_state()},
+        path,
+    )
+
+
+def load_checkpoint(path: Path, method: Method, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    method.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    method.load_extra_state(ckpt.get("method_extra", {}))
+    _set_rng_state(ckpt["rng"])
+    return ckpt
+
+
+# ---------------------------------------------------------------------------------------- run
+
+
+class _Logger:
+    """metrics.jsonl (append, one JSON object per logging step) plus optional TensorBoard."""
+
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool) -> None:
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional; metrics.jsonl is always written
+                self.tb = None
+            else:
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        import json
+
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(f"pretrain/{k}", v, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _trim_metrics(path: Path, steps_done: int) -> None:
+    """On resume, drop log lines of steps after the checkpoint (they will be re-run).
+
+    A line's ``step`` counts completed steps, so lines up to ``steps_done`` are kept."""
+    if not path.is_file():
+        return
+    import json
+
+    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= steps_done]
+    from divssl.io import atomic_write_text
+
+    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = None) -> Path:
+    """Run one budgeted pretraining run and return its run dir.
+
+    Args:
+        cfg: validated config.
+        resume: continue from ``checkpoints/last.pt`` if it exists.
+        stop_after_steps: stop (as if killed) once this many steps are done in total; used to
+            test exact resume. The run's status is then ``interrupted``.
+
+    Raises:
+        ConfigError: invalid input, detected before anything is written.
+        RunFailed: a non-finite loss (summary.json records ``status: failed``).
+    """
+    dist.init_from_env()  # no-op for a single process; torchrun sets WORLD_SIZE/RANK
+    prep, composition = prepare(cfg)
+    run_dir = prep.run_dir
+    is_main = dist.rank() == 0
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    if is_main and run_dir.exists() and not resume and (run_dir / "summary.json").exists():
+        raise ConfigError("out", f"run dir {run_dir} already holds a run; pass --resume or "
+                          "choose another `out`")
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    device = _device(cfg)
+    torch.manual_seed(cfg.seed_for("init"))
+    random.seed(cfg.seed_for("init"))
+    backbone, feat_dim = build_backbone(cfg.backbone, cfg.image_size, cfg.cifar_stem)
+    method = prep.method_cls(backbone, feat_dim, prep.method_cls.Config(**cfg.method_args),
+                             prep.num_classes).to(device)
+    if cfg.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    settings = _optim_settings(cfg, prep.method_cls.optim_defaults)
+    opt = build_optimizer(method, cfg, settings)
+    preset = get_preset(cfg.augment.preset or prep.method_cls.augment_preset, cfg.image_size,
+                        n_local_crops=cfg.augment.n_local_crops, local_size=cfg.augment.local_size)
+    budget = prep.budget
+    total = budget.steps
+
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resolved = config_to_dict(cfg)
+        atomic_write_yaml(run_dir / "config.yaml", resolved)
+        save_ordering(prep.ordering, run_dir / "ordering.json")
+        if composition is not None:
+            atomic_write_json(run_dir / "composition.json", composition)
+    flops_per_image = count_flops_per_image(method, preset, cfg.image_size, device)
+
+    start_step, images_seen, wall_before = 0, 0, 0.0
+    if resume and ckpt_path.is_file():
+        ckpt = load_checkpoint(ckpt_path, method, opt)
+        start_step = int(ckpt["step"])
+        images_seen = int(ckpt["extra"]["images_seen"])
+        wall_before = float(ckpt["extra"]["wall_seconds"])
+        if is_main:
+            _trim_metrics(run_dir / "metrics.jsonl", start_step)
+    elif is_main:
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+
+    train_module: nn.Module = method
+    if dist.is_dist():
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_module = DistributedDataParallel(
+            method, device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False,
+        )
+    logger = _Logger(run_dir, is_main, cfg.tracking in ("tensorboard", "mlflow"))
+    amp_dtype = _autocast_dtype(cfg, device)
+    status = "running"
+    summary_base = {
+        "method": cfg.method, "backbone": cfg.backbone, "pool": cfg.data.pool,
+        "pool_manifest": prep.ordering.pool_manifest, "ordering_hash": prep.ordering.hash,
+        "budget_images": budget.images, "unique_images": budget.unique_images,
+        "epochs": budget.epochs, "diversity": budget.diversity, "steps": total,
+        "global_batch": cfg.batch_size, "views_per_image": preset.n_views,
+        "flops_per_image": flops_per_image, "corrupt_images": len(prep.corrupt),
+        "normalization": "compute" if cfg.budget.images is not None else "epoch",
+        "world_size": dist.world_size(), "device": str(device),
+        "precision": "bf16" if amp_dtype is not None else "fp32",
+        "torch_version": torch.__version__,
+    }
+    progress = _Progress(total, start_step, budget, enabled=is_main)
+    t0 = time.perf_counter()
+    last = {"loss": float("nan"), "lr": 0.0, "wd": 0.0}
+    step = start_step
+    try:
+        method.train()
+        for step in range(start_step, total):
+            if stop_after_steps is not None and step >= stop_after_steps:
+                status = "interrupted"
+                break
+            lr, wd = _set_schedules(opt, step, total, cfg, settings)
+            images, labels = step_batch(prep, step, device)
+            views = make_views(images, preset, view_generator(cfg.seed_for("augment"), step, device))
+            if cfg.channels_last:
+                views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                                enabled=amp_dtype is not None):
+                out = train_module(views, labels, step, total)
+            loss = out.loss
+            if not torch.isfinite(loss.detach()).all():
+                raise RunFailed(_nan_diagnosis(step, loss, out.logs, lr, method))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            method.on_before_optimizer_step(step, total)
+            if cfg.optim.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.optim.grad_clip)
+            opt.step()
+            method.on_after_optimizer_step(step, total)
+            images_seen += budget.batch_sizes[step]
+            last = {"loss": float(loss.detach()), "lr": lr, "wd": wd, **out.logs}
+            progress.update(step, images_seen, last["loss"])
+            done = step + 1
+            if done % cfg.log_every == 0 or done == total:
+                elapsed = wall_before + time.perf_counter() - t0
+                logger.log({"step": done, "images_seen": images_seen, **last,
+                            "images_per_step": budget.batch_sizes[step],
+                            "flops": flops_per_image * images_seen,
+                            "wall_seconds": elapsed})
+            if is_main and (done % cfg.checkpoint_every == 0 or done == total):
+                save_checkpoint(ckpt_path, method, opt, done,
+                                {"images_seen": images_seen,
+                                 "wall_seconds": wall_before + time.perf_counter() - t0})
+        else:
+            status = "completed"
+    except RunFailed as exc:
+        status = "failed"
+        if is_main:
+            _write_summary(run_dir, summary_base, status, images_seen, wall_before, t0,
+                           flops_per_image, error=str(exc))
+        raise
+    finally:
+        progress.close()
+        logger.close()
+    if is_main:
+        if status == "completed":
+            export_backbone(method.backbone, run_dir / "backbone.pt")
+        _write_summary(run_dir, summary_base, status, images_seen, wall_before, t0,
+                       flops_per_image, final=last)
+    return run_dir
+
+
+def _write_summary(run_dir: Path, base: dict[str, Any], status: str, images_seen: int,
+                   wall_before: float, t0: float, flops_per_image: float,
+                   error: str | None = None, final: dict[str, Any] | None = None) -> None:
+    wall = wall_before + time.perf_counter() - t0
+    summary = {**base, "status": status, "images_seen": images_seen,
+               "total_flops": flops_per_image * images_seen, "wall_seconds": wall,
+               "images_per_second": images_seen / wall if wall > 0 else 0.0}
+    if final is not None:
+        summary["final_loss"] = final.get("loss")
+    if error is not None:
+        summary["error"] = error
+    atomic_write_json(run_dir / "summary.json", summary)
+
+
+def _nan_diagnosis(step: int, loss: torch.Tensor, logs: dict[str, float], lr: float,
+                   method: Method) -> str:
+    bad = [n for n, p in method.named_parameters() if not torch.isfinite(p).all()]
+    parts = [f"non-finite loss {float(loss.detach())} at step {step} (lr {lr:.4g})"]
+    if bad:
+        parts.append(f"non-finite parameters: {', '.join(bad[:5])}")
+    else:
+        parts.append("parameters are finite: the loss itself diverged; lower optim.base_lr or "
+                     "raise the warm-up (optim.warmup_fraction)")
+    if logs:
+        parts.append("last logs: " + ", ".join(f"{k}={v:.4g}" for k, v in logs.items()))
+    return "; ".join(parts)
+
+
+class _Progress:
+    """Rich progress bar with images/s and ETA on a terminal; plain lines otherwise."""
+
+    def __init__(self, total: int, start: int, budget: Budget, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+        self.total = total
+        self.t0 = time.perf_counter()
+        self.start_images = budget.images_before(start)
+        if enabled and sys.stderr.isatty():
+            from rich.progress import (BarColumn, Progress, TextColumn, TimeRemainingColumn)
+
+            self.bar = Progress(TextColumn("pretrain"), BarColumn(),
+                                TextColumn("{task.completed}/{task.total} steps"),
+                                TextColumn("{task.fields[ips]:.0f} img/s"),
+                                TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
+            self.task = self.bar.add_task("pretrain", total=total, completed=start, ips=0.0,
+                                          loss=float("nan"))
+            self.bar.start()
+
+    def update(self, step: int, images_seen: int, loss: float) -> None:
+        if not self.enabled:
+            return
+        dt = time.perf_counter() - self.t0
+        ips = (images_seen - self.start_images) / dt if dt > 0 else 0.0
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step + 1, ips=ips, loss=loss)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    """Load a run's summary.json."""
+    return read_json(Path(run_dir) / "summary.json")

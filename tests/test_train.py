@@ -1,0 +1,119 @@
+"""The budgeted training loop: exact C, summary fields, exact resume, NaN diagnosis, export."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from divssl.backbones import load_backbone
+from divssl.config import load_config
+from divssl.errors import ConfigError, RunFailed
+from divssl.io import read_json, read_yaml
+from divssl.train import pretrain
+
+POOL = "world:classes=4:per_class=24:size=16:seed=0"
+
+
+def _cfg(tmp_path: Path, *extra: str, name: str = "run"):
+    return load_config(
+        None,
+        [
+            f"data.pool={POOL}",
+            "budget.images=150",
+            "batch_size=32",
+            "image_size=16",
+            "log_every=1",
+            "checkpoint_every=2",
+            "deterministic=true",
+            "tracking=none",
+            f"out={tmp_path / name}",
+            *extra,
+        ],
+    )
+
+
+def test_run_processes_exactly_c_and_writes_summary(tmp_path):
+    run = pretrain(_cfg(tmp_path, "subset.size=40"))
+    s = read_json(run / "summary.json")
+    assert s["status"] == "completed"
+    assert s["images_seen"] == s["budget_images"] == 150
+    assert s["unique_images"] == 40
+    assert s["epochs"] == pytest.approx(150 / 40)
+    assert s["diversity"] == pytest.approx(40 / 150)
+    assert s["steps"] == 5  # 4 x 32 + a final step of 22
+    assert s["views_per_image"] == 2
+    assert s["flops_per_image"] > 0
+    assert s["total_flops"] == pytest.approx(s["flops_per_image"] * 150)
+    for key in ("method", "backbone", "global_batch", "wall_seconds", "images_per_second"):
+        assert key in s
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 5
+    assert read_yaml(run / "config.yaml")["subset"]["size"] == 40
+    assert (run / "ordering.json").is_file()
+    model, dim = load_backbone(run / "backbone.pt", "convnet_tiny", 16)
+    assert dim == 128
+
+
+def test_flops_counted_match_hand_count_for_linear_probe_free_model(tmp_path):
+    # FLOPs per image scale with the number of views: two views cost twice one view.
+    from divssl.augment import get_preset
+    from divssl.backbones import build_backbone
+    from divssl.methods import get_method
+    from divssl.train import count_flops_per_image
+
+    cls = get_method("supervised")
+    bb, dim = build_backbone("convnet_tiny", 16)
+    m = cls(bb, dim, cls.Config(), num_classes=4)
+    one = count_flops_per_image(m, get_preset("supervised", 16), 16, torch.device("cpu"))
+    cls2 = get_method("simclr")
+    bb2, _ = build_backbone("convnet_tiny", 16)
+    m2 = cls2(bb2, dim, cls2.Config(), None)
+    two = count_flops_per_image(m2, get_preset("simclr", 16), 16, torch.device("cpu"))
+    assert two > 1.9 * one
+
+
+def test_interrupted_run_resumes_bitwise(tmp_path):
+    full = pretrain(_cfg(tmp_path, name="full"))
+    cfg = _cfg(tmp_path, name="cut")
+    pretrain(cfg, stop_after_steps=3)
+    assert read_json(tmp_path / "cut" / "summary.json")["status"] == "interrupted"
+    resumed = pretrain(cfg, resume=True)
+    a = torch.load(full / "backbone.pt", weights_only=True)
+    b = torch.load(resumed / "backbone.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ca = torch.load(full / "checkpoints" / "last.pt", weights_only=True)["model"]
+    cb = torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for k in ca:
+        assert torch.equal(ca[k], cb[k]), k
+    assert read_json(resumed / "summary.json")["images_seen"] == 150
+    steps = [read_json_line(x)["step"] for x in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+
+
+def read_json_line(line):
+    import json
+
+    return json.loads(line)
+
+
+def test_nan_loss_stops_with_diagnosis(tmp_path):
+    cfg = _cfg(tmp_path, "optim.base_lr=1e30", "optim.warmup_fraction=0", "optim.name=sgd")
+    with pytest.raises(RunFailed, match="non-finite"):
+        pretrain(cfg)
+    s = read_json(tmp_path / "run" / "summary.json")
+    assert s["status"] == "failed" and "non-finite" in s["error"]
+
+
+def test_subset_larger_than_pool_is_config_error_and_writes_nothing(tmp_path):
+    with pytest.raises(ConfigError, match="subset.size"):
+        pretrain(_cfg(tmp_path, "subset.size=1000"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_epoch_normalized_mode(tmp_path):
+    run = pretrain(_cfg(tmp_path, "subset.size=32", "budget.images=null", "budget.epochs=2"))
+    s = read_json(run / "summary.json")
+    assert s["budget_images"] == 64 and s["images_seen"] == 64
+    assert s["normalization"] == "epoch"
