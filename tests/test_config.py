@@ -54,8 +54,9 @@ def test_every_config_key_is_read_somewhere():
     """A key that no module reads is dead: fail on it (DESIGN: every key is read somewhere)."""
     import pathlib
 
-    src = "".join(p.read_text() for p in pathlib.Path("src/divssl").rglob("*.py")
-                  if p.name != "config.py")
+    src = "".join(
+        p.read_text() for p in pathlib.Path("src/divssl").rglob("*.py") if p.name != "config.py"
+    )
 
     def leaves(model, prefix=""):
         for name, field in model.model_fields.items():

@@ -88,7 +88,9 @@ def test_interrupted_run_resumes_bitwise(tmp_path):
     for k in ca:
         assert torch.equal(ca[k], cb[k]), k
     assert read_json(resumed / "summary.json")["images_seen"] == 150
-    steps = [read_json_line(x)["step"] for x in (resumed / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        read_json_line(x)["step"] for x in (resumed / "metrics.jsonl").read_text().splitlines()
+    ]
     assert steps == [1, 2, 3, 4, 5]
 
 

@@ -56,9 +56,21 @@ def pretrain(
     table = Table(title=f"run {run_dir}")
     table.add_column("field")
     table.add_column("value", justify="right")
-    for key in ("method", "backbone", "budget_images", "images_seen", "unique_images", "epochs",
-                "diversity", "steps", "flops_per_image", "total_flops", "wall_seconds",
-                "images_per_second", "status"):
+    for key in (
+        "method",
+        "backbone",
+        "budget_images",
+        "images_seen",
+        "unique_images",
+        "epochs",
+        "diversity",
+        "steps",
+        "flops_per_image",
+        "total_flops",
+        "wall_seconds",
+        "images_per_second",
+        "status",
+    ):
         value = summary.get(key)
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     Console().print(table)

@@ -171,7 +171,9 @@ def _validation_to_config_error(exc: ValidationError) -> ConfigError:
     choices = None
     ctx = err.get("ctx") or {}
     if "expected" in ctx:
-        choices = [c.strip().strip("'") for c in str(ctx["expected"]).replace(" or ", ",").split(",")]
+        choices = [
+            c.strip().strip("'") for c in str(ctx["expected"]).replace(" or ", ",").split(",")
+        ]
     return ConfigError(field, err["msg"], choices)
 
 

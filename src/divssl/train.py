@@ -106,16 +106,29 @@ def prepare(cfg: Config) -> tuple[Prepared, dict[str, Any] | None]:
         raise ConfigError("subset.size", f"N={size} is larger than the pool ({len(pool)} images)")
     subset = ordering_prefix(ordering, size=size, fraction=fraction)
     c = resolve_images(cfg.budget.images, cfg.budget.epochs, len(subset))
-    budget = Budget(images=c, unique_images=len(subset), global_batch=cfg.batch_size,
-                    min_batch=2 * dist.world_size())
+    budget = Budget(
+        images=c,
+        unique_images=len(subset),
+        global_batch=cfg.batch_size,
+        min_batch=2 * dist.world_size(),
+    )
     labels = pool.labels
     num_classes = None
     if labels is not None and (labels >= 0).any():
         num_classes = len(pool.class_names) if pool.class_names else int(labels.max()) + 1
     if method_cls.needs_labels and num_classes is None:
         raise ConfigError("method", f"{cfg.method} needs a labelled pool; {cfg.data.pool} has none")
-    prepared = Prepared(cfg, pool, list(stats.corrupt), ordering, subset, budget, method_cls,
-                        _run_dir(cfg, c, len(subset)), num_classes)
+    prepared = Prepared(
+        cfg,
+        pool,
+        list(stats.corrupt),
+        ordering,
+        subset,
+        budget,
+        method_cls,
+        _run_dir(cfg, c, len(subset)),
+        num_classes,
+    )
     return prepared, composition
 
 
@@ -169,7 +182,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     ]
 
 
-def build_optimizer(model: nn.Module, cfg: Config, settings: dict[str, Any]) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, cfg: Config, settings: dict[str, Any]
+) -> torch.optim.Optimizer:
     """SGD, LARS (timm's implementation) or AdamW over ``param_groups``."""
     groups = param_groups(model, settings["weight_decay"])
     lr = scaled_lr(settings["base_lr"], cfg.batch_size)
@@ -188,11 +203,16 @@ def _set_schedules(
     opt: torch.optim.Optimizer, step: int, total: int, cfg: Config, settings: dict[str, Any]
 ) -> tuple[float, float]:
     peak = scaled_lr(settings["base_lr"], cfg.batch_size)
-    lr = warmup_cosine(step, total, peak, peak * cfg.optim.final_lr_fraction,
-                       settings["warmup_fraction"])
+    lr = warmup_cosine(
+        step, total, peak, peak * cfg.optim.final_lr_fraction, settings["warmup_fraction"]
+    )
     wd0 = settings["weight_decay"]
     wd1 = settings["final_weight_decay"]
-    wd = wd0 if wd1 is None else wd1 - (wd1 - wd0) * (1 + math.cos(math.pi * step / max(1, total - 1))) / 2
+    wd = (
+        wd0
+        if wd1 is None
+        else wd1 - (wd1 - wd0) * (1 + math.cos(math.pi * step / max(1, total - 1))) / 2
+    )
     for group in opt.param_groups:
         group["lr"] = lr
         if group.get("decays", True):
@@ -217,8 +237,9 @@ def step_batch(
     """This rank's uint8 images (b, 3, H, W) and labels (b,) of a step."""
     budget = prep.budget
     size = budget.batch_sizes[step]
-    stream = stream_positions(len(prep.subset), prep.cfg.seed_for("order"),
-                              budget.images_before(step), size)
+    stream = stream_positions(
+        len(prep.subset), prep.cfg.seed_for("order"), budget.images_before(step), size
+    )
     idx = prep.subset[stream[_rank_slice(size)]]
     images = torch.from_numpy(np.ascontiguousarray(prep.pool.images[idx]))
     images = images.permute(0, 3, 1, 2).contiguous()
@@ -241,8 +262,9 @@ def view_generator(seed: int, step: int, device: torch.device) -> torch.Generato
 # ----------------------------------------------------------------------------------- counting
 
 
-def count_flops_per_image(method: Method, preset: AugmentPreset, image_size: int,
-                          device: torch.device) -> float:
+def count_flops_per_image(
+    method: Method, preset: AugmentPreset, image_size: int, device: torch.device
+) -> float:
     """FLOPs of one source image's training step (all views, forward + backward), counted with
     ``torch.utils.flop_counter`` on a copy of the method (the real one is not touched)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -251,8 +273,9 @@ def count_flops_per_image(method: Method, preset: AugmentPreset, image_size: int
     b = 4
     g = torch.Generator(device=device)
     g.manual_seed(0)
-    images = torch.randint(0, 256, (b, 3, image_size, image_size), dtype=torch.uint8,
-                           generator=g, device=device)
+    images = torch.randint(
+        0, 256, (b, 3, image_size, image_size), dtype=torch.uint8, generator=g, device=device
+    )
     views = make_views(images, preset, g)
     labels = torch.zeros(b, dtype=torch.long, device=device)
     counter = FlopCounterMode(display=False)
@@ -279,12 +302,19 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, method: Method, opt: torch.optim.Optimizer, step: int,
-                    extra: dict[str, Any]) -> None:
+def save_checkpoint(
+    path: Path, method: Method, opt: torch.optim.Optimizer, step: int, extra: dict[str, Any]
+) -> None:
     """Everything needed to continue: model, optimizer, next step, RNG states, counters."""
     atomic_torch_save(
-        {"model": method.state_dict(), "optimizer": opt.state_dict(), "step": step,
-         "rng": _rng_state(), "extra": extra, "method_extra": method.extra_state()},
+        {
+            "model": method.state_dict(),
+            "optimizer": opt.state_dict(),
+            "step": step,
+            "rng": _rng_state(),
+            "extra": extra,
+            "method_extra": method.extra_state(),
+        },
         path,
     )
 
@@ -342,7 +372,9 @@ def _trim_metrics(path: Path, steps_done: int) -> None:
         return
     import json
 
-    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= steps_done]
+    keep = [
+        ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= steps_done
+    ]
     from divssl.io import atomic_write_text
 
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
@@ -367,22 +399,28 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
     is_main = dist.rank() == 0
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     if is_main and run_dir.exists() and not resume and (run_dir / "summary.json").exists():
-        raise ConfigError("out", f"run dir {run_dir} already holds a run; pass --resume or "
-                          "choose another `out`")
+        raise ConfigError(
+            "out", f"run dir {run_dir} already holds a run; pass --resume or choose another `out`"
+        )
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     device = _device(cfg)
     torch.manual_seed(cfg.seed_for("init"))
     random.seed(cfg.seed_for("init"))
     backbone, feat_dim = build_backbone(cfg.backbone, cfg.image_size, cfg.cifar_stem)
-    method = prep.method_cls(backbone, feat_dim, prep.method_cls.Config(**cfg.method_args),
-                             prep.num_classes).to(device)
+    method = prep.method_cls(
+        backbone, feat_dim, prep.method_cls.Config(**cfg.method_args), prep.num_classes
+    ).to(device)
     if cfg.channels_last:
         method = method.to(memory_format=torch.channels_last)
     settings = _optim_settings(cfg, prep.method_cls.optim_defaults)
     opt = build_optimizer(method, cfg, settings)
-    preset = get_preset(cfg.augment.preset or prep.method_cls.augment_preset, cfg.image_size,
-                        n_local_crops=cfg.augment.n_local_crops, local_size=cfg.augment.local_size)
+    preset = get_preset(
+        cfg.augment.preset or prep.method_cls.augment_preset,
+        cfg.image_size,
+        n_local_crops=cfg.augment.n_local_crops,
+        local_size=cfg.augment.local_size,
+    )
     budget = prep.budget
     total = budget.steps
 
@@ -411,21 +449,31 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
         from torch.nn.parallel import DistributedDataParallel
 
         train_module = DistributedDataParallel(
-            method, device_ids=[device.index] if device.type == "cuda" else None,
+            method,
+            device_ids=[device.index] if device.type == "cuda" else None,
             broadcast_buffers=False,
         )
     logger = _Logger(run_dir, is_main, cfg.tracking in ("tensorboard", "mlflow"))
     amp_dtype = _autocast_dtype(cfg, device)
     status = "running"
     summary_base = {
-        "method": cfg.method, "backbone": cfg.backbone, "pool": cfg.data.pool,
-        "pool_manifest": prep.ordering.pool_manifest, "ordering_hash": prep.ordering.hash,
-        "budget_images": budget.images, "unique_images": budget.unique_images,
-        "epochs": budget.epochs, "diversity": budget.diversity, "steps": total,
-        "global_batch": cfg.batch_size, "views_per_image": preset.n_views,
-        "flops_per_image": flops_per_image, "corrupt_images": len(prep.corrupt),
+        "method": cfg.method,
+        "backbone": cfg.backbone,
+        "pool": cfg.data.pool,
+        "pool_manifest": prep.ordering.pool_manifest,
+        "ordering_hash": prep.ordering.hash,
+        "budget_images": budget.images,
+        "unique_images": budget.unique_images,
+        "epochs": budget.epochs,
+        "diversity": budget.diversity,
+        "steps": total,
+        "global_batch": cfg.batch_size,
+        "views_per_image": preset.n_views,
+        "flops_per_image": flops_per_image,
+        "corrupt_images": len(prep.corrupt),
         "normalization": "compute" if cfg.budget.images is not None else "epoch",
-        "world_size": dist.world_size(), "device": str(device),
+        "world_size": dist.world_size(),
+        "device": str(device),
         "precision": "bf16" if amp_dtype is not None else "fp32",
         "torch_version": torch.__version__,
     }
@@ -441,11 +489,14 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
                 break
             lr, wd = _set_schedules(opt, step, total, cfg, settings)
             images, labels = step_batch(prep, step, device)
-            views = make_views(images, preset, view_generator(cfg.seed_for("augment"), step, device))
+            views = make_views(
+                images, preset, view_generator(cfg.seed_for("augment"), step, device)
+            )
             if cfg.channels_last:
                 views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                                enabled=amp_dtype is not None):
+            with torch.autocast(
+                device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+            ):
                 out = train_module(views, labels, step, total)
             loss = out.loss
             if not torch.isfinite(loss.detach()).all():
@@ -463,40 +514,90 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
             done = step + 1
             if done % cfg.log_every == 0 or done == total:
                 elapsed = wall_before + time.perf_counter() - t0
-                logger.log({"step": done, "images_seen": images_seen, **last,
-                            "images_per_step": budget.batch_sizes[step],
-                            "flops": flops_per_image * images_seen,
-                            "wall_seconds": elapsed})
+                logger.log(
+                    {
+                        "step": done,
+                        "images_seen": images_seen,
+                        **last,
+                        "images_per_step": budget.batch_sizes[step],
+                        "flops": flops_per_image * images_seen,
+                        "wall_seconds": elapsed,
+                    }
+                )
             if is_main and (done % cfg.checkpoint_every == 0 or done == total):
-                save_checkpoint(ckpt_path, method, opt, done,
-                                {"images_seen": images_seen,
-                                 "wall_seconds": wall_before + time.perf_counter() - t0})
+                save_checkpoint(
+                    ckpt_path,
+                    method,
+                    opt,
+                    done,
+                    {
+                        "images_seen": images_seen,
+                        "wall_seconds": wall_before + time.perf_counter() - t0,
+                    },
+                )
         else:
             status = "completed"
     except RunFailed as exc:
         status = "failed"
         if is_main:
-            _write_summary(run_dir, summary_base, status, images_seen, wall_before, t0,
-                           flops_per_image, error=str(exc))
+            _write_summary(
+                run_dir,
+                summary_base,
+                status,
+                images_seen,
+                wall_before,
+                t0,
+                flops_per_image,
+                error=str(exc),
+            )
         raise
     finally:
         progress.close()
         logger.close()
+    if dist.is_dist():
+        summary_base["replica_max_abs_diff"] = replica_drift(method)
     if is_main:
         if status == "completed":
             export_backbone(method.backbone, run_dir / "backbone.pt")
-        _write_summary(run_dir, summary_base, status, images_seen, wall_before, t0,
-                       flops_per_image, final=last)
+        _write_summary(
+            run_dir, summary_base, status, images_seen, wall_before, t0, flops_per_image, final=last
+        )
     return run_dir
 
 
-def _write_summary(run_dir: Path, base: dict[str, Any], status: str, images_seen: int,
-                   wall_before: float, t0: float, flops_per_image: float,
-                   error: str | None = None, final: dict[str, Any] | None = None) -> None:
+def replica_drift(model: nn.Module) -> float:
+    """Largest |difference| between this rank's parameters and rank 0's, over all ranks (0.0
+    when data-parallel replicas stayed in sync)."""
+    import torch.distributed as tdist
+
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+    ref = flat.clone()
+    tdist.broadcast(ref, src=0)
+    diff = (flat - ref).abs().max().reshape(1)
+    tdist.all_reduce(diff, op=tdist.ReduceOp.MAX)
+    return float(diff)
+
+
+def _write_summary(
+    run_dir: Path,
+    base: dict[str, Any],
+    status: str,
+    images_seen: int,
+    wall_before: float,
+    t0: float,
+    flops_per_image: float,
+    error: str | None = None,
+    final: dict[str, Any] | None = None,
+) -> None:
     wall = wall_before + time.perf_counter() - t0
-    summary = {**base, "status": status, "images_seen": images_seen,
-               "total_flops": flops_per_image * images_seen, "wall_seconds": wall,
-               "images_per_second": images_seen / wall if wall > 0 else 0.0}
+    summary = {
+        **base,
+        "status": status,
+        "images_seen": images_seen,
+        "total_flops": flops_per_image * images_seen,
+        "wall_seconds": wall,
+        "images_per_second": images_seen / wall if wall > 0 else 0.0,
+    }
     if final is not None:
         summary["final_loss"] = final.get("loss")
     if error is not None:
@@ -504,15 +605,18 @@ def _write_summary(run_dir: Path, base: dict[str, Any], status: str, images_seen
     atomic_write_json(run_dir / "summary.json", summary)
 
 
-def _nan_diagnosis(step: int, loss: torch.Tensor, logs: dict[str, float], lr: float,
-                   method: Method) -> str:
+def _nan_diagnosis(
+    step: int, loss: torch.Tensor, logs: dict[str, float], lr: float, method: Method
+) -> str:
     bad = [n for n, p in method.named_parameters() if not torch.isfinite(p).all()]
     parts = [f"non-finite loss {float(loss.detach())} at step {step} (lr {lr:.4g})"]
     if bad:
         parts.append(f"non-finite parameters: {', '.join(bad[:5])}")
     else:
-        parts.append("parameters are finite: the loss itself diverged; lower optim.base_lr or "
-                     "raise the warm-up (optim.warmup_fraction)")
+        parts.append(
+            "parameters are finite: the loss itself diverged; lower optim.base_lr or "
+            "raise the warm-up (optim.warmup_fraction)"
+        )
     if logs:
         parts.append("last logs: " + ", ".join(f"{k}={v:.4g}" for k, v in logs.items()))
     return "; ".join(parts)
@@ -528,14 +632,19 @@ class _Progress:
         self.t0 = time.perf_counter()
         self.start_images = budget.images_before(start)
         if enabled and sys.stderr.isatty():
-            from rich.progress import (BarColumn, Progress, TextColumn, TimeRemainingColumn)
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.bar = Progress(TextColumn("pretrain"), BarColumn(),
-                                TextColumn("{task.completed}/{task.total} steps"),
-                                TextColumn("{task.fields[ips]:.0f} img/s"),
-                                TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
-            self.task = self.bar.add_task("pretrain", total=total, completed=start, ips=0.0,
-                                          loss=float("nan"))
+            self.bar = Progress(
+                TextColumn("pretrain"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} steps"),
+                TextColumn("{task.fields[ips]:.0f} img/s"),
+                TextColumn("loss {task.fields[loss]:.4f}"),
+                TimeRemainingColumn(),
+            )
+            self.task = self.bar.add_task(
+                "pretrain", total=total, completed=start, ips=0.0, loss=float("nan")
+            )
             self.bar.start()
 
     def update(self, step: int, images_seen: int, loss: float) -> None:

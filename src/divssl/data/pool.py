@@ -71,7 +71,9 @@ class Pool(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} is streaming; use iter_samples()")
 
-    def iter_samples(self, indices: Sequence[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    def iter_samples(
+        self, indices: Sequence[int] | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(index, image)`` in the given order, skipping corrupt samples.
 
         Streaming pools override this; the default reads one sample at a time.
@@ -121,7 +123,9 @@ class ArrayPool(Pool):
         spec: str = "",
     ) -> None:
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"images must be (N, H, W, 3) uint8, got {images.shape} {images.dtype}")
+            raise ValueError(
+                f"images must be (N, H, W, 3) uint8, got {images.shape} {images.dtype}"
+            )
         self.images = images
         self._labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         if self._labels is not None and len(self._labels) != len(images):
