@@ -1,0 +1,364 @@
+"""Image decoding and the decode cache: a pool decoded once into one uint8 array.
+
+Every reader decodes through :func:`decode_image` (PIL, ``convert("RGB")`` as in torchvision's
+``default_loader``), so corrupt, truncated, zero-byte and non-image files all raise
+:class:`~divssl.data.pool.CorruptImage` and are skipped and counted by the loaders.
+
+:func:`load_array_pool` turns any random-access pool (an image folder, a CSV of paths, a Hugging
+Face dataset, ...) into an :class:`~divssl.data.pool.ArrayPool` of shape (N', size, size, 3): the
+shorter side of each image is resized to ``size`` (PIL bilinear, which antialiases when
+downscaling) and the centre ``size`` x ``size`` crop kept, exactly torchvision's
+``Resize(size)`` + ``CenterCrop(size)`` on PIL images. With ``cache="mmap"`` the array is written
+once to a ``.npy`` file keyed by (manifest hash, size) and later opened memory-mapped, so a pool of
+10^6 images costs one decoding pass, not one per run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from divssl.cache import cache_root
+from divssl.data.pool import ArrayPool, CorruptImage, Pool
+from divssl.errors import ConfigError
+from divssl.io import atomic_write_json, read_json
+
+T = TypeVar("T")
+CACHE_MODES = ("memory", "mmap")
+_CHUNK = 256  # images per decoding task: large enough to amortise inter-process transfer
+
+# Everything PIL raises for undecodable input: UnidentifiedImageError and "image file is
+# truncated" are OSErrors; some plugins raise SyntaxError/ValueError/EOFError on bad headers.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+@dataclass
+class DecodeStats:
+    """What one decoding pass found.
+
+    Attributes:
+        total: samples in the pool.
+        decoded: samples decoded (``total - len(corrupt)``).
+        corrupt: keys of the samples that could not be decoded.
+    """
+
+    total: int
+    decoded: int
+    corrupt: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _strict_truncation() -> Iterator[None]:
+    # A truncated file must fail rather than decode with grey padding, whatever the caller set.
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def open_rgb(data: bytes | str | Path, name: str = "") -> Image.Image:
+    """Fully decode an image file or encoded bytes into an RGB PIL image.
+
+    Args:
+        data: encoded bytes, or a file path.
+        name: sample key used in the error message.
+
+    Raises:
+        CorruptImage: zero-byte, truncated, non-image or otherwise undecodable input.
+    """
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    try:
+        with _strict_truncation(), Image.open(source) as img:
+            img.load()
+            return img.convert("RGB")
+    except _DECODE_ERRORS as exc:
+        label = name or ("<bytes>" if isinstance(data, bytes) else str(data))
+        raise CorruptImage(f"{label}: {exc}") from exc
+
+
+def decode_image(data: bytes | str | Path, name: str = "") -> np.ndarray:
+    """Decode an image into an array of shape (H, W, 3), dtype uint8 (see :func:`open_rgb`)."""
+    return np.asarray(open_rgb(data, name))
+
+
+def resize_center_crop(image: Image.Image | np.ndarray, size: int) -> np.ndarray:
+    """Resize the shorter side to ``size`` (PIL bilinear) and take the centre square crop.
+
+    Matches torchvision's ``Resize(size)`` followed by ``CenterCrop(size)`` on a PIL image.
+
+    Args:
+        image: PIL image or array of shape (H, W, 3), uint8.
+        size: output side length.
+
+    Returns:
+        Array of shape (size, size, 3), dtype uint8.
+    """
+    img = Image.fromarray(image) if isinstance(image, np.ndarray) else image
+    w, h = img.size
+    if w <= h:
+        new_w, new_h = size, int(size * h / w)
+    else:
+        new_w, new_h = int(size * w / h), size
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), Image.BILINEAR)
+    top = int(round((new_h - size) / 2.0))
+    left = int(round((new_w - size) / 2.0))
+    if (new_w, new_h) != (size, size):
+        img = img.crop((left, top, left + size, top + size))
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def decode_resized(data: bytes | str | Path, size: int, name: str = "") -> np.ndarray:
+    """Decode and resize/centre-crop to (size, size, 3) uint8 in one step."""
+    return resize_center_crop(open_rgb(data, name), size)
+
+
+# ----------------------------------------------------------------------------- decoding pass
+
+_WORKER_POOL: Pool | None = None
+
+
+def _init_worker(pool: Pool) -> None:
+    global _WORKER_POOL
+    _WORKER_POOL = pool
+
+
+def _run_in_worker(task: tuple[Callable[..., Any], int, int, tuple[Any, ...]]) -> Any:
+    assert _WORKER_POOL is not None
+    fn, start, stop, args = task
+    return fn(_WORKER_POOL, start, stop, *args)
+
+
+def map_pool_chunks(
+    pool: Pool,
+    fn: Callable[..., T],
+    args: tuple[Any, ...] = (),
+    workers: int = 0,
+    chunk: int = _CHUNK,
+) -> Iterator[T]:
+    """Apply ``fn(pool, start, stop, *args)`` to consecutive index chunks, in order.
+
+    Args:
+        pool: a random-access pool (sent once to each worker process).
+        fn: a module-level function (picklable) processing samples ``start .. stop-1``.
+        args: extra arguments of ``fn``.
+        workers: ``multiprocessing`` processes; 0 runs in this process.
+        chunk: samples per task.
+
+    Yields:
+        ``fn``'s results in increasing ``start``.
+    """
+    tasks = [(fn, s, min(s + chunk, len(pool)), args) for s in range(0, len(pool), chunk)]
+    if workers <= 0:
+        for f, start, stop, a in tasks:
+            yield f(pool, start, stop, *a)
+        return
+    with multiprocessing.get_context().Pool(workers, _init_worker, (pool,)) as procs:
+        yield from procs.imap(_run_in_worker, tasks)
+
+
+def _read_resized(pool: Pool, index: int, size: int) -> np.ndarray:
+    image = pool.read(index)
+    if image.shape[0] == size and image.shape[1] == size:
+        return np.ascontiguousarray(image, dtype=np.uint8)
+    return resize_center_crop(image, size)
+
+
+def decode_chunk(
+    pool: Pool, start: int, stop: int, size: int
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """Decode samples ``start .. stop-1`` of ``pool``, resized to ``size``.
+
+    Returns:
+        ``start``, images (stop - start, size, size, 3) uint8 (zeros where corrupt) and a bool
+        mask of shape (stop - start,) that is ``False`` for corrupt samples.
+    """
+    images = np.zeros((stop - start, size, size, 3), dtype=np.uint8)
+    valid = np.zeros(stop - start, dtype=bool)
+    for j, index in enumerate(range(start, stop)):
+        try:
+            images[j] = _read_resized(pool, index, size)
+            valid[j] = True
+        except CorruptImage:
+            continue
+    return start, images, valid
+
+
+def iter_decoded_chunks(
+    pool: Pool, size: int, workers: int = 0, chunk: int = _CHUNK
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Decode a random-access pool in order, in chunks (see :func:`decode_chunk`).
+
+    Yields:
+        ``(start, images (k, size, size, 3) uint8, valid (k,) bool)`` in increasing ``start``.
+    """
+    return map_pool_chunks(pool, decode_chunk, (size,), workers, chunk)
+
+
+def _check_args(size: int, cache: str, workers: int) -> None:
+    if cache not in CACHE_MODES:
+        raise ConfigError("data.cache", f"unknown value {cache!r}", CACHE_MODES)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ConfigError("image_size", f"must be a positive integer, got {size!r}")
+    if workers < 0:
+        raise ConfigError("data.workers", f"must be >= 0, got {workers}")
+
+
+def _decode_streaming(target: np.ndarray, pool: Pool, size: int, workers: int) -> np.ndarray:
+    valid = np.zeros(len(pool), dtype=bool)
+    iter_resized = getattr(pool, "iter_resized", None)
+    if iter_resized is not None:
+        samples = iter_resized(size, workers=workers)
+    else:
+        samples = ((i, resize_center_crop(img, size)) for i, img in pool.iter_samples())
+    for index, image in samples:
+        target[index] = image
+        valid[index] = True
+    return valid
+
+
+def _decode_into(target: np.ndarray, pool: Pool, size: int, workers: int) -> np.ndarray:
+    """Decode every sample of ``pool`` into ``target`` (N, size, size, 3); return the valid mask."""
+    if pool.streaming:
+        return _decode_streaming(target, pool, size, workers)
+    valid = np.zeros(len(pool), dtype=bool)
+    for start, images, ok in iter_decoded_chunks(pool, size, workers):
+        target[start : start + len(images)] = images
+        valid[start : start + len(images)] = ok
+    return valid
+
+
+def _wrap(pool: Pool, images: np.ndarray, kept: np.ndarray) -> ArrayPool:
+    keys = [pool.keys[int(i)] for i in kept] if len(kept) != len(pool) else list(pool.keys)
+    labels = None if pool.labels is None else np.asarray(pool.labels)[kept]
+    return ArrayPool(
+        images,
+        labels=labels,
+        class_names=pool.class_names,
+        keys=keys,
+        source=pool.source,
+        spec=pool.spec,
+    )
+
+
+def _stats(pool: Pool, corrupt: Sequence[int]) -> DecodeStats:
+    keys = pool.keys
+    return DecodeStats(
+        total=len(pool),
+        decoded=len(pool) - len(corrupt),
+        corrupt=[keys[int(i)] for i in corrupt],
+    )
+
+
+def _load_memory(pool: Pool, size: int, workers: int) -> tuple[ArrayPool, DecodeStats]:
+    images = np.empty((len(pool), size, size, 3), dtype=np.uint8)
+    valid = _decode_into(images, pool, size, workers)
+    kept = np.flatnonzero(valid)
+    if len(kept) != len(pool):
+        images = images[kept]
+    return _wrap(pool, images, kept), _stats(pool, np.flatnonzero(~valid))
+
+
+def _write_mmap(pool: Pool, size: int, workers: int, path: Path, meta_path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    compact = path.with_name(f".{path.name}.{os.getpid()}.compact.tmp")
+    try:
+        full = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(len(pool), size, size, 3)
+        )
+        valid = _decode_into(full, pool, size, workers)
+        kept = np.flatnonzero(valid)
+        if len(kept) != len(pool):
+            # Corrupt rows are dropped by copying the survivors into a second file, chunk by chunk,
+            # so that memory stays bounded whatever the pool size.
+            out = np.lib.format.open_memmap(
+                compact, mode="w+", dtype=np.uint8, shape=(len(kept), size, size, 3)
+            )
+            for s in range(0, len(kept), 4096):
+                out[s : s + 4096] = full[kept[s : s + 4096]]
+            out.flush()
+            del out
+            tmp.unlink()
+            compact.rename(tmp)
+        else:
+            full.flush()
+        del full
+        corrupt = np.flatnonzero(~valid)
+        atomic_write_json(
+            meta_path,
+            {
+                "manifest_hash": pool.manifest_hash(),
+                "size": size,
+                "total": len(pool),
+                "corrupt_positions": [int(i) for i in corrupt],
+            },
+        )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        compact.unlink(missing_ok=True)
+
+
+def _load_mmap(
+    pool: Pool, size: int, workers: int, cache_dir: str | Path | None
+) -> tuple[ArrayPool, DecodeStats]:
+    from filelock import FileLock
+
+    folder = Path(cache_dir) if cache_dir is not None else cache_root() / "decoded"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{pool.manifest_hash()}-{size}"
+    path, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
+    with FileLock(str(folder / f"{stem}.lock")):
+        if not (path.is_file() and meta_path.is_file()):
+            _write_mmap(pool, size, workers, path, meta_path)
+    meta = read_json(meta_path)
+    corrupt = np.asarray(meta["corrupt_positions"], dtype=np.int64)
+    valid = np.ones(len(pool), dtype=bool)
+    valid[corrupt] = False
+    images = np.load(path, mmap_mode="r", allow_pickle=False)
+    return _wrap(pool, images, np.flatnonzero(valid)), _stats(pool, corrupt)
+
+
+def load_array_pool(
+    pool: Pool,
+    size: int,
+    cache: str = "memory",
+    cache_dir: str | Path | None = None,
+    workers: int = 0,
+) -> tuple[ArrayPool, DecodeStats]:
+    """Decode a pool once into an :class:`ArrayPool` of (N', size, size, 3) uint8 images.
+
+    Corrupt samples are skipped and counted; keys and labels stay aligned with the survivors. An
+    :class:`ArrayPool` whose images are already ``size`` x ``size`` is returned unchanged.
+
+    Args:
+        pool: the pool to decode (random-access; streaming pools are decoded in stream order).
+        size: side length of the output images.
+        cache: ``"memory"`` (decode into RAM) or ``"mmap"`` (write a ``.npy`` keyed by (manifest
+            hash, size) in ``cache_dir`` once, then reuse it memory-mapped).
+        cache_dir: folder for ``mmap`` files; defaults to ``<divssl cache root>/decoded``.
+        workers: decoding processes; 0 decodes in this process.
+
+    Returns:
+        The decoded pool and the :class:`DecodeStats` of the pass.
+
+    Raises:
+        ConfigError: unknown cache mode, bad size or worker count.
+    """
+    _check_args(size, cache, workers)
+    if isinstance(pool, ArrayPool) and pool.images.shape[1:3] == (size, size):
+        return pool, DecodeStats(total=len(pool), decoded=len(pool), corrupt=[])
+    if cache == "mmap":
+        return _load_mmap(pool, size, workers, cache_dir)
+    return _load_memory(pool, size, workers)

@@ -1,0 +1,341 @@
+"""Exact budgets over streaming (WebDataset) pools.
+
+A streaming pool has no random access, so its ordering is over shards:
+
+* :func:`shard_ordering` is a seeded permutation of the shards; the subset of size N is the first
+  N samples along it — whole shards, then a prefix (tar order) of the next one
+  (:func:`stream_subset`). Subsets of growing N are nested, as with random-access orderings.
+* The budgeted stream (:func:`stream_batches`) makes repeated passes over the subset. Pass ``e``
+  visits the subset's shards in the order ``divssl.budget.pass_permutation(n_shards, order_seed,
+  e)``; within a shard, samples go through a shuffle buffer of ``pool.buffer`` samples seeded by
+  ``(order_seed, e, shard)``. Batches are cut from this stream by ``batch_sizes``, so exactly
+  ``sum(batch_sizes)`` images are consumed (C, with ``Budget.batch_sizes``).
+* Corrupt samples are skipped: the next sample of the stream takes their place, every batch is
+  full, and the loader counts them (``corrupt_count``, ``corrupt_keys``).
+* Resuming at ``start_step`` skips ``sum(batch_sizes[:start_step])`` images. Shards whose samples
+  are all known (decoded before, see :mod:`divssl.data.readers.wds`) are skipped by counting,
+  without reading; the rest are re-read and their images decoded only to find the resume point.
+  The batches after the resume point are identical to those of an uninterrupted stream.
+
+Tar files are read in the calling process (cheap, sequential I/O); images are decoded in
+``workers`` DataLoader worker processes, and the stream does not depend on ``workers``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+from divssl.budget import pass_permutation
+from divssl.data.pool import Pool
+from divssl.data.readers.wds import DecodedChunk, RawChunk, RawItem, WdsPool, decode_chunks
+from divssl.errors import ConfigError, RunFailed
+
+T = TypeVar("T")
+_CHUNK = 64  # samples decoded per worker task
+
+
+def _check_streaming(pool: Pool) -> WdsPool:
+    if not isinstance(pool, WdsPool):
+        raise ConfigError(
+            "data.pool", f"streaming budgets need a wds pool, got {type(pool).__name__}", ["wds"]
+        )
+    return pool
+
+
+def shard_ordering(pool: Pool, seed: int) -> list[int]:
+    """A seeded permutation of the pool's shard indices (the streaming analogue of an ordering)."""
+    wds = _check_streaming(pool)
+    return [int(i) for i in np.random.default_rng(seed).permutation(wds.num_shards)]
+
+
+@dataclass(frozen=True)
+class StreamSubset:
+    """The first N samples along a shard ordering.
+
+    Attributes:
+        units: ``(shard index, samples taken from the shard's start)`` in ordering order; all
+            shards are whole except possibly the last.
+        seed: the shard-ordering seed.
+    """
+
+    units: tuple[tuple[int, int], ...]
+    seed: int
+
+    @property
+    def size(self) -> int:
+        """N, the number of samples in the subset."""
+        return sum(m for _, m in self.units)
+
+
+def stream_subset(pool: Pool, n_subset: int, seed: int = 0) -> StreamSubset:
+    """The subset of size ``n_subset``: whole shards along ``shard_ordering(pool, seed)`` then a
+    prefix of the next shard, by the index counts.
+
+    Raises:
+        ConfigError: ``n_subset`` outside 1..len(pool).
+    """
+    wds = _check_streaming(pool)
+    if not 1 <= n_subset <= len(wds):
+        raise ConfigError("subset.size", f"must be in 1..{len(wds)} (pool size), got {n_subset}")
+    units: list[tuple[int, int]] = []
+    remaining = int(n_subset)
+    for shard in shard_ordering(wds, seed):
+        take = min(int(wds.counts[shard]), remaining)
+        if take > 0:
+            units.append((shard, take))
+            remaining -= take
+        if remaining == 0:
+            break
+    return StreamSubset(tuple(units), seed)
+
+
+def subset_keys(pool: Pool, subset: StreamSubset) -> list[str]:
+    """Pool keys of the subset's samples (units in order, tar order within a unit)."""
+    wds = _check_streaming(pool)
+    return [
+        wds.keys[int(wds.offsets[shard]) + pos]
+        for shard, take in subset.units
+        for pos in range(take)
+    ]
+
+
+def buffer_shuffle(samples: Iterable[T], buffer: int, rng: np.random.Generator) -> Iterator[T]:
+    """Shuffle a stream through a buffer of ``buffer`` samples (WebDataset's ``shuffle`` stage).
+
+    Written here rather than taken from ``webdataset.filters.shuffle`` because the order must be
+    a function of the given generator alone, so that it is reproduced exactly on resume.
+    Once the buffer is full, each new sample replaces a uniformly chosen buffered one, which is
+    emitted; the remaining buffer is emitted in a random order at the end.
+    """
+    buf: list[T] = []
+    for sample in samples:
+        if len(buf) < buffer:
+            buf.append(sample)
+            continue
+        j = int(rng.integers(buffer))
+        yield buf[j]
+        buf[j] = sample
+    for j in rng.permutation(len(buf)):
+        yield buf[int(j)]
+
+
+class StreamLoader:
+    """Iterable of ``(images uint8 (b, 3, size, size), labels int64 (b,))``, one per step.
+
+    Built by :func:`stream_batches`. After (or during) iteration, ``corrupt_count`` and
+    ``corrupt_keys`` give the corrupt samples met after the resume point, and ``images_yielded``
+    the images delivered. Iterating again restarts at ``start_step``.
+    """
+
+    def __init__(
+        self,
+        pool: WdsPool,
+        subset: StreamSubset,
+        batch_sizes: Sequence[int],
+        order_seed: int,
+        start_step: int,
+        size: int,
+        workers: int,
+        chunk: int = _CHUNK,
+    ) -> None:
+        self.pool = pool
+        self.subset = subset
+        self.batch_sizes = [int(b) for b in batch_sizes]
+        self.order_seed = int(order_seed)
+        self.start_step = int(start_step)
+        self.size = int(size)
+        self.workers = int(workers)
+        self.chunk = int(chunk)
+        self.corrupt_keys: list[str] = []
+        self.images_yielded = 0
+
+    @property
+    def corrupt_count(self) -> int:
+        """Corrupt samples skipped (replaced by the next sample) after the resume point."""
+        return len(self.corrupt_keys)
+
+    def __len__(self) -> int:
+        return len(self.batch_sizes) - self.start_step
+
+    # ---------------------------------------------------------------- producer (this process)
+
+    def _known(self) -> dict[int, tuple[int, set[int]]]:
+        known = {shard: self.pool.checked_state(shard) for shard, _ in self.subset.units}
+        all_known = all(known[s][0] >= m for s, m in self.subset.units)
+        if all_known and all(sum(p < m for p in known[s][1]) == m for s, m in self.subset.units):
+            raise RunFailed("every sample of the streaming subset is corrupt")
+        return known
+
+    def _plan(self, skip: int, known: dict[int, tuple[int, set[int]]]) -> Iterator[RawChunk]:
+        """Raw chunks of the stream from the resume point; ``meta['pending_skip']`` is the
+        number of decoded valid images still to discard before the first batch."""
+        units = self.subset.units
+        skipping = skip > 0
+        items: list[RawItem] = []
+        pass_index = 0
+        while True:
+            for u in pass_permutation(len(units), self.order_seed, pass_index):
+                shard, take = units[int(u)]
+                checked, bad = known[shard]
+                if skipping and checked >= take:
+                    valid = take - sum(p < take for p in bad)
+                    if valid <= skip:  # skip the whole shard by counting, without reading it
+                        skip -= valid
+                        skipping = skip > 0
+                        continue
+                labels = self.pool.shard_labels(shard)
+                name = self.pool.entries[shard].name
+                rng = np.random.default_rng([self.order_seed, pass_index, shard])
+                raw = self.pool.iter_shard(shard, take)
+                for s in buffer_shuffle(raw, self.pool.buffer, rng):
+                    image = s.image
+                    if s.pos < checked:
+                        if skipping:  # known valid: counted; known corrupt: dropped
+                            if s.pos not in bad:
+                                skip -= 1
+                            skipping = skip > 0
+                            continue
+                        if s.pos in bad:
+                            image = None  # known corrupt: sent without bytes, not decoded
+                    else:
+                        skipping = False  # unknown: the consumer decodes and discards
+                    items.append(
+                        RawItem(shard, s.pos, f"{name}/{s.key}", image, int(labels[s.pos]))
+                    )
+                    if len(items) == self.chunk:
+                        yield RawChunk(items, {"pending_skip": skip})
+                        items = []
+            pass_index += 1
+
+    # --------------------------------------------------------------------------------- consumer
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.corrupt_keys = []
+        self.images_yielded = 0
+        sizes = self.batch_sizes[self.start_step :]
+        if not sizes:
+            return
+        known = self._known()
+        skip = sum(self.batch_sizes[: self.start_step])
+        learner = _CheckedLearner(self.pool, self.subset, known)
+        discard: int | None = None
+        step = 0
+        parts: list[torch.Tensor] = []
+        part_labels: list[np.ndarray] = []
+        filled = 0
+        for out in decode_chunks(self._plan(skip, known), self.size, self.workers):
+            learner.update(out)
+            if discard is None:
+                discard = int(out.meta["pending_skip"])
+            rows = np.cumsum(out.valid) - 1  # row of each valid item in out.images
+            take: list[int] = []
+            for j in range(len(out.valid)):
+                if not out.valid[j]:
+                    if discard == 0:
+                        self.corrupt_keys.append(out.keys[j])
+                    continue
+                if discard > 0:
+                    discard -= 1
+                    continue
+                take.append(j)
+                if filled + len(take) == sizes[step]:
+                    parts.append(out.images[torch.as_tensor(rows[take])])
+                    part_labels.append(out.labels[take])
+                    yield self._batch(parts, part_labels)
+                    parts, part_labels, take, filled = [], [], [], 0
+                    step += 1
+                    if step == len(sizes):
+                        return
+            if take:
+                parts.append(out.images[torch.as_tensor(rows[take])])
+                part_labels.append(out.labels[take])
+                filled += len(take)
+
+    def _batch(
+        self, parts: list[torch.Tensor], labels: list[np.ndarray]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        images = torch.cat(parts).permute(0, 3, 1, 2).contiguous()
+        self.images_yielded += len(images)
+        return images, torch.from_numpy(np.concatenate(labels))
+
+
+class _CheckedLearner:
+    """Collects decode outcomes of not-yet-known samples and records a shard once its whole
+    subset prefix has been decoded, so later resumes can skip it by counting."""
+
+    def __init__(
+        self, pool: WdsPool, subset: StreamSubset, known: dict[int, tuple[int, set[int]]]
+    ) -> None:
+        self.pool = pool
+        self.take = dict(subset.units)
+        self.known = known
+        self.seen: dict[int, dict[int, bool]] = {}
+        self.corrupt_in_subset: set[tuple[int, int]] = {
+            (s, p) for s, (_, bad) in known.items() for p in bad if p < self.take[s]
+        }
+        self.size = subset.size
+
+    def update(self, out: DecodedChunk) -> None:
+        triples = zip(out.shards.tolist(), out.positions.tolist(), out.valid.tolist(), strict=True)
+        for shard, pos, ok in triples:
+            if not ok:
+                self.corrupt_in_subset.add((shard, pos))
+            checked, bad = self.known[shard]
+            if pos < checked or self.take[shard] <= checked:
+                continue
+            seen = self.seen.setdefault(shard, {})
+            seen[pos] = ok
+            if len(seen) == self.take[shard] - checked:
+                new_bad = bad | {p for p, good in seen.items() if not good}
+                self.pool.record_checked(shard, self.take[shard], new_bad)
+                self.known[shard] = (self.take[shard], new_bad)
+                del self.seen[shard]  # only shards being read are tracked: memory stays bounded
+        if len(self.corrupt_in_subset) >= self.size:
+            raise RunFailed("every sample of the streaming subset is corrupt")
+
+
+def stream_batches(
+    pool: Pool,
+    n_subset: int,
+    batch_sizes: Sequence[int],
+    order_seed: int,
+    start_step: int = 0,
+    size: int = 32,
+    workers: int = 0,
+    subset_seed: int = 0,
+) -> StreamLoader:
+    """The budgeted image stream of a WebDataset pool.
+
+    Args:
+        pool: a ``wds`` pool.
+        n_subset: N, samples in the subset (first N along ``shard_ordering(pool, subset_seed)``).
+        batch_sizes: images per step (``Budget.batch_sizes``); their sum is C.
+        order_seed: seed of the pass order (shard permutation and within-shard shuffle).
+        start_step: first step to produce (resume); earlier steps' images are skipped.
+        size: side of the output images (shorter side resized, centre crop).
+        workers: decoding worker processes (0: decode in this process).
+        subset_seed: seed of the shard ordering that defines the subset.
+
+    Returns:
+        A :class:`StreamLoader` yielding ``(images uint8 (b, 3, size, size), labels int64 (b,))``
+        for steps ``start_step ..`` (labels ``-1`` where unknown).
+
+    Raises:
+        ConfigError: not a wds pool, bad N, batch sizes, step, size or worker count.
+    """
+    wds = _check_streaming(pool)
+    subset = stream_subset(wds, n_subset, subset_seed)
+    if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
+        raise ConfigError("batch_size", f"batch sizes must be >= 1, got {list(batch_sizes)[:8]}")
+    if not 0 <= start_step <= len(batch_sizes):
+        raise ConfigError("start_step", f"must be in 0..{len(batch_sizes)}, got {start_step}")
+    if size < 1:
+        raise ConfigError("image_size", f"must be >= 1, got {size}")
+    if workers < 0:
+        raise ConfigError("data.workers", f"must be >= 0, got {workers}")
+    return StreamLoader(wds, subset, batch_sizes, order_seed, start_step, size, workers)

@@ -1,0 +1,168 @@
+"""Decoding and the decode cache (memory and mmap), against torchvision's resize + crop."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torchvision.transforms as T
+from PIL import Image, ImageFile
+
+import divssl.data.cache as dcache
+from divssl.data.cache import decode_image, load_array_pool, resize_center_crop
+from divssl.data.pool import ArrayPool, CorruptImage, open_pool
+from divssl.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIVSSL_CACHE", str(tmp_path / "cache"))
+
+
+def rand_image(seed: int, h: int, w: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def encode(arr: np.ndarray, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def reference(arr: np.ndarray, size: int) -> np.ndarray:
+    """torchvision's Resize(size) (PIL bilinear) then CenterCrop(size)."""
+    tf = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(size)])
+    return np.asarray(tf(Image.fromarray(arr)))
+
+
+SHAPES = [(12, 20), (31, 9), (16, 16), (5, 7), (40, 41)]
+
+
+@pytest.mark.parametrize(("h", "w"), SHAPES)
+def test_resize_center_crop_matches_torchvision(h: int, w: int) -> None:
+    arr = rand_image(h * w, h, w)
+    for size in (8, 16):
+        out = resize_center_crop(arr, size)
+        assert out.shape == (size, size, 3) and out.dtype == np.uint8
+        np.testing.assert_array_equal(out, reference(arr, size))
+
+
+def test_decode_image_rejects_corrupt_input_even_when_truncation_allowed(tmp_path: Path) -> None:
+    good = rand_image(0, 32, 32)
+    np.testing.assert_array_equal(decode_image(encode(good)), good)
+    jpeg = encode(rand_image(1, 64, 64), "JPEG")
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        for bad in (b"", jpeg[: len(jpeg) // 2], b"plain text, not an image"):
+            with pytest.raises(CorruptImage):
+                decode_image(bad, "k")
+        assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # caller's setting restored
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+    grey = Image.fromarray(good[..., 0])
+    buf = io.BytesIO()
+    grey.save(buf, format="PNG")
+    assert decode_image(buf.getvalue()).shape == (32, 32, 3)
+
+
+def make_folder(root: Path) -> dict[str, np.ndarray]:
+    images = {}
+    for i, (h, w) in enumerate(SHAPES):
+        rel = f"{'ab'[i % 2]}/{i}.png"
+        images[rel] = rand_image(10 + i, h, w)
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(encode(images[rel]))
+    (root / "a/bad.jpg").write_bytes(b"")
+    (root / "b/trunc.jpg").write_bytes(encode(rand_image(3, 64, 64), "JPEG")[:300])
+    return images
+
+
+def check_decoded(pool, decoded, stats, images: dict[str, np.ndarray], size: int) -> None:
+    assert stats.total == len(pool) == 7 and stats.decoded == 5
+    assert sorted(stats.corrupt) == ["a/bad.jpg", "b/trunc.jpg"]
+    assert decoded.images.shape == (5, size, size, 3)
+    assert list(decoded.keys) == sorted(images)
+    assert decoded.labels.tolist() == [0 if k.startswith("a/") else 1 for k in decoded.keys]
+    assert decoded.class_names == ["a", "b"]
+    for key, img in zip(decoded.keys, decoded.images, strict=True):
+        np.testing.assert_array_equal(img, reference(images[key], size))
+
+
+def test_load_array_pool_memory_skips_corrupt(tmp_path: Path) -> None:
+    images = make_folder(tmp_path / "f")
+    pool = open_pool(f"folder:root={tmp_path / 'f'}")
+    decoded, stats = load_array_pool(pool, 8)
+    check_decoded(pool, decoded, stats, images, 8)
+    assert decoded.spec == pool.spec and decoded.source == pool.source
+
+
+def test_load_array_pool_mmap_writes_once_and_reuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = make_folder(tmp_path / "f")
+    pool = open_pool(f"folder:root={tmp_path / 'f'}")
+    decoded, stats = load_array_pool(pool, 8, cache="mmap", cache_dir=tmp_path / "dc")
+    check_decoded(pool, decoded, stats, images, 8)
+    assert isinstance(decoded.images, np.memmap)
+    files = sorted(p.name for p in (tmp_path / "dc").iterdir() if not p.name.endswith(".lock"))
+    assert files == [f"{pool.manifest_hash()}-8.json", f"{pool.manifest_hash()}-8.npy"]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("decoded again instead of reusing the cache")
+
+    monkeypatch.setattr(dcache, "decode_chunk", fail)
+    again, stats2 = load_array_pool(pool, 8, cache="mmap", cache_dir=tmp_path / "dc")
+    np.testing.assert_array_equal(again.images, decoded.images)
+    assert list(again.keys) == list(decoded.keys) and stats2 == stats
+    with pytest.raises(AssertionError, match="decoded again"):
+        load_array_pool(pool, 6, cache="mmap", cache_dir=tmp_path / "dc")  # new size: new entry
+
+
+def test_default_cache_dir_and_workers(tmp_path: Path) -> None:
+    images = make_folder(tmp_path / "f")
+    pool = open_pool(f"folder:root={tmp_path / 'f'}")
+    decoded, stats = load_array_pool(pool, 8, cache="mmap", workers=2)
+    check_decoded(pool, decoded, stats, images, 8)
+    assert (tmp_path / "cache" / "decoded" / f"{pool.manifest_hash()}-8.npy").is_file()
+
+
+def test_array_pools_unchanged_or_resized() -> None:
+    arr = np.stack([rand_image(i, 16, 16) for i in range(3)])
+    pool = ArrayPool(arr, labels=np.array([0, 1, 0]), class_names=["x", "y"])
+    same, stats = load_array_pool(pool, 16)
+    assert same is pool and stats.decoded == 3 and stats.corrupt == []
+    small, _ = load_array_pool(pool, 8)
+    assert small.images.shape == (3, 8, 8, 3) and small.labels.tolist() == [0, 1, 0]
+    np.testing.assert_array_equal(small.images[1], reference(arr[1], 8))
+
+
+def test_streaming_pool_decodes_in_order(tmp_path: Path) -> None:
+    arrays = [rand_image(i, 10, 14) for i in range(5)]
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        for i, a in enumerate(arrays):
+            data = encode(a) if i != 2 else b"junk"
+            info = tarfile.TarInfo(f"{i:03d}.png")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    pool = open_pool(f"wds:urls={tmp_path / 's.tar'}")
+    for workers in (0, 1):
+        decoded, stats = load_array_pool(pool, 8, workers=workers)
+        assert stats.corrupt == ["s.tar/002"] and list(decoded.keys) == [
+            f"s.tar/{i:03d}" for i in (0, 1, 3, 4)
+        ]
+        for key, img in zip(decoded.keys, decoded.images, strict=True):
+            np.testing.assert_array_equal(img, reference(arrays[int(key[-3:])], 8))
+
+
+def test_bad_arguments() -> None:
+    pool = ArrayPool(np.zeros((2, 4, 4, 3), np.uint8))
+    with pytest.raises(ConfigError, match="valid choices: memory, mmap"):
+        load_array_pool(pool, 4, cache="disk")
+    with pytest.raises(ConfigError, match="image_size"):
+        load_array_pool(pool, 0)
+    with pytest.raises(ConfigError, match="workers"):
+        load_array_pool(pool, 4, workers=-1)
