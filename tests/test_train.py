@@ -119,3 +119,65 @@ def test_epoch_normalized_mode(tmp_path):
     s = read_json(run / "summary.json")
     assert s["budget_images"] == 64 and s["images_seen"] == 64
     assert s["normalization"] == "epoch"
+
+
+def _png_bytes(rng, size=20):
+    import io
+
+    from PIL import Image
+
+    arr = rng.integers(0, 256, (size, size, 3), dtype="uint8")
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_folder_pool_with_corrupt_files_keeps_exact_budget(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "pool" / cls).mkdir(parents=True)
+        for i in range(10):
+            (tmp_path / "pool" / cls / f"{i}.png").write_bytes(_png_bytes(rng))
+    (tmp_path / "pool" / "a" / "broken.png").write_bytes(b"not an image")
+    (tmp_path / "pool" / "b" / "empty.png").write_bytes(b"")
+    cfg = _cfg(
+        tmp_path,
+        f"data.pool=folder:root={tmp_path / 'pool'}",
+        "subset.size=15",
+        "budget.images=50",
+        "batch_size=16",
+    )
+    s = read_json(pretrain(cfg) / "summary.json")
+    assert s["corrupt_images"] == 2
+    assert s["unique_images"] == 15 and s["images_seen"] == 50
+
+
+def test_webdataset_pool_streams_exact_budget(tmp_path):
+    import io
+    import tarfile
+
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "shards").mkdir()
+    for shard in range(3):
+        with tarfile.open(tmp_path / "shards" / f"{shard:06d}.tar", "w") as tar:
+            for i in range(8):
+                for ext, data in (("png", _png_bytes(rng)), ("cls", str(i % 2).encode())):
+                    info = tarfile.TarInfo(f"s{shard}_{i:03d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    urls = str(tmp_path / "shards" / "{000000..000002}.tar")
+    cfg = _cfg(
+        tmp_path,
+        f"data.pool=wds:urls={urls}",
+        "subset.size=12",
+        "budget.images=40",
+        "batch_size=16",
+    )
+    run = pretrain(cfg)
+    s = read_json(run / "summary.json")
+    assert s["images_seen"] == 40 and s["unique_images"] == 12
+    assert read_json(run / "ordering.json")["kind"] == "wds-shards"

@@ -21,6 +21,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,16 @@ from divssl import distributed as dist
 from divssl.augment import AugmentPreset, get_preset, make_views
 from divssl.backbones import build_backbone, export_backbone
 from divssl.budget import Budget, resolve_images, scaled_lr, stream_positions, warmup_cosine
+from divssl.cache import cache_key
 from divssl.config import Config, config_to_dict
 from divssl.data.cache import load_array_pool
-from divssl.data.ordering import Ordering, load_ordering, make_ordering, save_ordering
-from divssl.data.ordering import subset_positions as ordering_prefix
+from divssl.data.ordering import (
+    Ordering,
+    check_ordering,
+    load_ordering,
+    make_ordering,
+    save_ordering,
+)
 from divssl.data.pool import ArrayPool, Pool, open_pool
 from divssl.errors import ConfigError, RunFailed
 from divssl.io import atomic_torch_save, atomic_write_json, atomic_write_yaml, read_json
@@ -49,14 +56,16 @@ class Prepared:
     """Everything validated before the run starts."""
 
     cfg: Config
-    pool: ArrayPool
+    pool: Pool  # an ArrayPool, or the streaming pool itself
     corrupt: list[str]
-    ordering: Ordering
-    subset: np.ndarray  # (N,) pool indices of the pretraining set
+    ordering: Ordering | None  # None for streaming pools (see ``ordering_record``)
+    ordering_record: dict[str, Any]  # kind, hash and pool manifest of the ordering used
+    subset: np.ndarray  # (N,) decoded-pool indices of the pretraining set
     budget: Budget
     method_cls: type[Method]
     run_dir: Path
     num_classes: int | None
+    stream_loader: Any = None  # the WebDataset loader, once streaming started
 
 
 def _open_training_pool(cfg: Config) -> tuple[Pool, dict[str, Any] | None]:
@@ -82,29 +91,66 @@ def _run_dir(cfg: Config, budget_images: int, n: int) -> Path:
     )
 
 
+def _subset_size(cfg: Config, pool_len: int) -> int:
+    size, fraction = cfg.subset.size, cfg.subset.fraction
+    if size is None:
+        size = max(1, round((1.0 if fraction is None else fraction) * pool_len))
+    if size > pool_len:
+        raise ConfigError("subset.size", f"N={size} is larger than the pool ({pool_len} images)")
+    return size
+
+
+def _decoded_subset(ordering: Ordering, pool: ArrayPool, n: int) -> np.ndarray:
+    """Positions in the decoded pool of the first n ordering keys that decoded (corrupt samples
+    are skipped, so subsets stay nested whatever got dropped)."""
+    where = {k: i for i, k in enumerate(pool.keys)}
+    kept = [where[k] for k in ordering.keys if k in where]
+    if n > len(kept):
+        raise ConfigError("subset.size", f"N={n} exceeds the {len(kept)} decodable images")
+    return np.asarray(kept[:n], dtype=np.int64)
+
+
 def prepare(cfg: Config) -> tuple[Prepared, dict[str, Any] | None]:
     """Open and decode the pool, build the ordering and subset, resolve the budget.
+
+    Random-access pools are decoded once into a uint8 array; the ordering is made over the raw
+    pool's keys (the same file ``divssl data subset`` writes) and the subset is its first N
+    decodable keys. Streaming (``wds``) pools keep their shard ordering (``divssl.data.stream``).
 
     Raises:
         ConfigError: any inconsistency (N larger than the pool, C < minimum batch, ...).
     """
     method_cls = get_method(cfg.method)
     raw_pool, composition = _open_training_pool(cfg)
+    n = _subset_size(cfg, len(raw_pool))
     if raw_pool.streaming:
-        raise ConfigError("data.pool", "streaming pools (wds) are not supported by pretrain yet")
-    pool, stats = load_array_pool(
-        raw_pool, _source_size(cfg), cache=cfg.data.cache, workers=cfg.data.workers
-    )
-    if cfg.subset.ordering is not None:
-        ordering = load_ordering(cfg.subset.ordering)
+        from divssl.data.stream import stream_subset
+
+        units = stream_subset(raw_pool, n, cfg.subset.seed)
+        record = {
+            "kind": "wds-shards",
+            "units": [list(u) for u in units.units],
+            "seed": cfg.subset.seed,
+            "pool_manifest": raw_pool.manifest_hash(),
+        }
+        record["hash"] = cache_key(record)
+        pool, corrupt, subset, ordering = raw_pool, [], np.arange(n), None
     else:
-        ordering = make_ordering(pool, seed=cfg.subset.seed, balanced=cfg.subset.balanced)
-    size, fraction = cfg.subset.size, cfg.subset.fraction
-    if size is None and fraction is None:
-        fraction = 1.0
-    if size is not None and size > len(pool):
-        raise ConfigError("subset.size", f"N={size} is larger than the pool ({len(pool)} images)")
-    subset = ordering_prefix(ordering, size=size, fraction=fraction)
+        if cfg.subset.ordering is not None:
+            ordering = load_ordering(cfg.subset.ordering)
+            check_ordering(ordering, raw_pool)
+        else:
+            ordering = make_ordering(raw_pool, seed=cfg.subset.seed, balanced=cfg.subset.balanced)
+        pool, stats = load_array_pool(
+            raw_pool, _source_size(cfg), cache=cfg.data.cache, workers=cfg.data.workers
+        )
+        corrupt = list(stats.corrupt)
+        subset = _decoded_subset(ordering, pool, n)
+        record = {
+            "kind": "permutation",
+            "hash": ordering.hash,
+            "pool_manifest": ordering.pool_manifest,
+        }
     c = resolve_images(cfg.budget.images, cfg.budget.epochs, len(subset))
     budget = Budget(
         images=c,
@@ -112,17 +158,17 @@ def prepare(cfg: Config) -> tuple[Prepared, dict[str, Any] | None]:
         global_batch=cfg.batch_size,
         min_batch=2 * dist.world_size(),
     )
-    labels = pool.labels
-    num_classes = None
-    if labels is not None and (labels >= 0).any():
-        num_classes = len(pool.class_names) if pool.class_names else int(labels.max()) + 1
+    num_classes = len(pool.class_names) if pool.class_names else None
+    if num_classes is None and pool.labels is not None and (pool.labels >= 0).any():
+        num_classes = int(pool.labels.max()) + 1
     if method_cls.needs_labels and num_classes is None:
         raise ConfigError("method", f"{cfg.method} needs a labelled pool; {cfg.data.pool} has none")
     prepared = Prepared(
         cfg,
         pool,
-        list(stats.corrupt),
+        corrupt,
         ordering,
+        record,
         subset,
         budget,
         method_cls,
@@ -246,10 +292,48 @@ def step_batch(
     labels = None
     if prep.pool.labels is not None:
         labels = torch.from_numpy(prep.pool.labels[idx])
+    return _to_device(images, labels, device)
+
+
+def _to_device(
+    images: torch.Tensor, labels: torch.Tensor | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     if device.type == "cuda":
         images = images.pin_memory().to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True) if labels is not None else None
     return images, labels
+
+
+def batches(
+    prep: Prepared, start_step: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """This rank's (images uint8 (b, 3, H, W), labels (b,)) for steps ``start_step ..``.
+
+    Array pools index the decoded array; streaming pools read the exact budgeted WebDataset
+    stream (every rank reads the global batch and keeps its slice, so the stream is identical
+    whatever the world size).
+    """
+    if not prep.pool.streaming:
+        for step in range(start_step, prep.budget.steps):
+            yield step_batch(prep, step, device)
+        return
+    from divssl.data.stream import stream_batches
+
+    loader = stream_batches(
+        prep.pool,
+        len(prep.subset),
+        prep.budget.batch_sizes,
+        prep.cfg.seed_for("order"),
+        start_step=start_step,
+        size=_source_size(prep.cfg),
+        workers=prep.cfg.data.workers,
+        subset_seed=prep.cfg.subset.seed,
+    )
+    prep.stream_loader = loader
+    for images, labels in loader:
+        part = _rank_slice(len(images))
+        lab = labels[part]
+        yield _to_device(images[part].contiguous(), lab if (lab >= 0).any() else None, device)
 
 
 def view_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
@@ -428,7 +512,10 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved = config_to_dict(cfg)
         atomic_write_yaml(run_dir / "config.yaml", resolved)
-        save_ordering(prep.ordering, run_dir / "ordering.json")
+        if prep.ordering is not None:
+            save_ordering(prep.ordering, run_dir / "ordering.json")
+        else:
+            atomic_write_json(run_dir / "ordering.json", prep.ordering_record)
         if composition is not None:
             atomic_write_json(run_dir / "composition.json", composition)
     flops_per_image = count_flops_per_image(method, preset, cfg.image_size, device)
@@ -460,8 +547,8 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
         "method": cfg.method,
         "backbone": cfg.backbone,
         "pool": cfg.data.pool,
-        "pool_manifest": prep.ordering.pool_manifest,
-        "ordering_hash": prep.ordering.hash,
+        "pool_manifest": prep.ordering_record["pool_manifest"],
+        "ordering_hash": prep.ordering_record["hash"],
         "budget_images": budget.images,
         "unique_images": budget.unique_images,
         "epochs": budget.epochs,
@@ -477,6 +564,7 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
         "precision": "bf16" if amp_dtype is not None else "fp32",
         "torch_version": torch.__version__,
     }
+    batch_iter = batches(prep, start_step, device)
     progress = _Progress(total, start_step, budget, enabled=is_main)
     t0 = time.perf_counter()
     last = {"loss": float("nan"), "lr": 0.0, "wd": 0.0}
@@ -488,7 +576,7 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
                 status = "interrupted"
                 break
             lr, wd = _set_schedules(opt, step, total, cfg, settings)
-            images, labels = step_batch(prep, step, device)
+            images, labels = next(batch_iter)
             views = make_views(
                 images, preset, view_generator(cfg.seed_for("augment"), step, device)
             )
@@ -554,6 +642,8 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
     finally:
         progress.close()
         logger.close()
+    if prep.stream_loader is not None:
+        summary_base["corrupt_images"] = prep.stream_loader.corrupt_count
     if dist.is_dist():
         summary_base["replica_max_abs_diff"] = replica_drift(method)
     if is_main:
