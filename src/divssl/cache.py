@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from divssl.io import _atomic_write
+from divssl.io import atomic_write
 
 
 def cache_root() -> Path:
@@ -49,7 +49,7 @@ def cached_arrays(
     arrays = compute()
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    _atomic_write(path, lambda fh: fh.write(buf.getvalue()), mode="wb")
+    atomic_write(path, lambda fh: fh.write(buf.getvalue()), mode="wb")
     return arrays
 
 

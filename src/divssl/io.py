@@ -8,11 +8,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 
-def _atomic_write(path: str | Path, write: Any, mode: str = "w") -> None:
+def atomic_write(path: str | Path, write: Any, mode: str = "w") -> None:
+    """Write via a temporary file in the same folder, fsync, then ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -21,15 +21,27 @@ def _atomic_write(path: str | Path, write: Any, mode: str = "w") -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use the usual file mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write bytes to ``path`` atomically."""
+    atomic_write(path, lambda fh: fh.write(data), mode="wb")
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write text to ``path`` via a temporary file and ``os.replace``."""
-    _atomic_write(path, lambda fh: fh.write(text))
+    atomic_write(path, lambda fh: fh.write(text))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -44,7 +56,9 @@ def atomic_write_yaml(path: str | Path, obj: Any) -> None:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` atomically (loaders use ``weights_only=True``)."""
-    _atomic_write(path, lambda fh: torch.save(obj, fh), mode="wb")
+    import torch  # kept local: `divssl data ...` commands should not pay torch's import time
+
+    atomic_write(path, lambda fh: torch.save(obj, fh), mode="wb")
 
 
 def read_json(path: str | Path) -> Any:
@@ -55,3 +69,6 @@ def read_json(path: str | Path) -> Any:
 def read_yaml(path: str | Path) -> Any:
     """Read a YAML file with ``yaml.safe_load``."""
     return yaml.safe_load(Path(path).read_text())
+
+
+_atomic_write = atomic_write  # older private name, still used by a few modules

@@ -22,7 +22,7 @@ from divssl.data.inspect import inspect_pool, render_report
 from divssl.data.pool import CorruptImage, Pool, open_pool, parse_spec
 from divssl.data.readers.wds import index_shards
 from divssl.errors import ConfigError
-from divssl.io import _atomic_write, atomic_write_json
+from divssl.io import atomic_write, atomic_write_json
 
 app = typer.Typer(help="Pools: inspect, generate, index WebDataset shards.", no_args_is_help=True)
 
@@ -80,7 +80,7 @@ def _write_npz(pool: Pool, path: Path) -> int:
         arrays["labels"] = np.asarray(pool.labels, dtype=np.int64)[[i for i, _ in pairs]]
     if pool.class_names is not None:
         arrays["class_names"] = np.asarray(pool.class_names, dtype=str)
-    _atomic_write(path, lambda fh: np.savez(fh, **arrays), mode="wb")  # uncompressed: mmap-able
+    atomic_write(path, lambda fh: np.savez(fh, **arrays), mode="wb")  # uncompressed: mmap-able
     return len(pairs)
 
 

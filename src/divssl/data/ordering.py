@@ -25,7 +25,7 @@ import numpy as np
 
 from divssl.data.pool import Pool
 from divssl.errors import ConfigError
-from divssl.io import _atomic_write, atomic_write_json
+from divssl.io import atomic_write, atomic_write_json
 
 ORDERING_FORMAT = "divssl-ordering/1"
 
@@ -173,7 +173,7 @@ def save_ordering(ordering: Ordering, path: str | Path) -> None:
         def write(fh: Any) -> None:
             np.savez_compressed(fh, **arrays)
 
-        _atomic_write(path, write, mode="wb")
+        atomic_write(path, write, mode="wb")
     else:
         doc = _meta(ordering)
         doc["keys"] = list(ordering.keys)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from divssl.errors import ConfigError
-from divssl.io import _atomic_write, atomic_write_json, read_json
+from divssl.io import atomic_write, atomic_write_json, read_json
 
 PROMPT_TEMPLATE = "A photo of a {class}"
 BETA_START = 0.00085  # paper, supplementary D.2
@@ -244,7 +244,7 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
-    _atomic_write(path, lambda fh: fh.write(buf.getvalue()), mode="wb")
+    atomic_write(path, lambda fh: fh.write(buf.getvalue()), mode="wb")
 
 
 def _check_resume(out: Path, settings: SynthesisSettings, partial: bool = False) -> None:
