@@ -1,0 +1,413 @@
+"""Distribution distances between two sets of image features: FID, KID and VisualDNA.
+
+* :func:`frechet_distance` / :func:`fid` — Fréchet distance between Gaussians fitted to two
+  feature sets (Heusel et al. 2017), computed in float64 with ``scipy.linalg.sqrtm`` and the
+  eps-offset fallback of the reference FID code (TTUR / pytorch-fid).
+* :func:`kid` — Kernel Inception Distance (Binkowski et al. 2018): the unbiased MMD² with the cubic
+  polynomial kernel ``k(x, y) = (xᵀy / d + 1)³``, averaged over random subsets as in clean-fid and
+  torch-fidelity.
+* :func:`vdna` — VisualDNA (Ramtoula et al. 2023): per-neuron activation histograms compared with
+  the 1-D Earth Mover's Distance, averaged over all neurons of all layers.
+* :func:`rank_correlation` — Spearman's rho between distances and downstream accuracies (the SSL
+  diversity paper's claim that lower distance goes with higher accuracy, as a number).
+
+All functions take NumPy arrays (or anything ``np.asarray`` accepts) and return Python floats.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import scipy.linalg
+import scipy.stats
+
+# Offsets added to both covariance diagonals when sqrtm(sigma1 @ sigma2) is not usable: the
+# reference FID code adds 1e-6 once; we grow it by decades so rank-deficient covariances
+# (fewer samples than dimensions) still give a finite, real answer.
+_SQRTM_OFFSETS = (0.0, 1e-6, 1e-5, 1e-4, 1e-3)
+# Largest imaginary part of sqrtm's result that is dropped as round-off (pytorch-fid uses 1e-3).
+_MAX_IMAG = 1e-3
+# Largest accepted relative residual ||X X - A||_F / ||A||_F of the square root X of A. SciPy warns
+# "matrix is singular" for exactly singular products (dead feature dimensions) even when the root
+# is accurate, so accuracy is checked directly and the warning silenced.
+_MAX_RESIDUAL = 1e-5
+
+
+# --------------------------------------------------------------------------- Fréchet distance
+
+
+def _as_mean_cov(mu: np.ndarray, sigma: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    mu = np.atleast_1d(np.asarray(mu, dtype=np.float64))
+    sigma = np.atleast_2d(np.asarray(sigma, dtype=np.float64))
+    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+        raise ValueError(
+            f"{name}: mean must be (D,) and covariance (D, D), got {mu.shape} and {sigma.shape}"
+        )
+    return mu, sigma
+
+
+def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> tuple[float, float]:
+    """Trace of ``sqrtm(sigma1 @ sigma2)`` with the growing diagonal-offset fallback.
+
+    Returns:
+        The trace and the offset that was needed (0.0 when none).
+
+    Raises:
+        ValueError: no offset gave a finite result with a negligible imaginary part.
+    """
+    eye = np.eye(sigma1.shape[0])
+    worst_imag = float("nan")
+    for eps in _SQRTM_OFFSETS:
+        product = (sigma1 + eps * eye) @ (sigma2 + eps * eye)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+            covmean = scipy.linalg.sqrtm(product)
+        if not np.isfinite(covmean).all():
+            continue
+        scale = max(float(np.linalg.norm(product)), np.finfo(np.float64).tiny)
+        if np.linalg.norm(covmean @ covmean - product) / scale > _MAX_RESIDUAL:
+            continue
+        if np.iscomplexobj(covmean):
+            worst_imag = float(np.max(np.abs(covmean.imag)))
+            if worst_imag >= _MAX_IMAG:
+                continue
+            covmean = covmean.real
+        return float(np.trace(covmean)), eps
+    raise ValueError(
+        "sqrtm(sigma1 @ sigma2) is not finite, inaccurate or has a large imaginary component "
+        f"(max |imag| = {worst_imag:.3g}) even with a {_SQRTM_OFFSETS[-1]:g} diagonal offset"
+    )
+
+
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
+) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
+
+    ``d² = ||mu1 - mu2||² + Tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^½)``, in float64. The matrix
+    square root comes from ``scipy.linalg.sqrtm``; when it is not finite, not accurate (relative
+    residual ``||X X - A|| / ||A||`` above 1e-5, i.e. a numerically singular product) or has an
+    imaginary part of 1e-3 or more, ``eps·I`` (eps = 1e-6, then growing by decades to 1e-3) is
+    added to both covariances and the root is retried. A negligible imaginary residue is dropped.
+    With an offset, the trace terms use the same offset covariances, so the value is the exact
+    distance between the regularised Gaussians (the reference code keeps the un-offset traces,
+    which differs by ``2·eps·D``).
+
+    Args:
+        mu1: mean of shape (D,).
+        sigma1: covariance of shape (D, D).
+        mu2: mean of shape (D,).
+        sigma2: covariance of shape (D, D).
+
+    Returns:
+        The squared Fréchet distance (as reported by FID).
+
+    Raises:
+        ValueError: mismatched shapes, or a square root that stays unusable after all offsets.
+    """
+    mu1, sigma1 = _as_mean_cov(mu1, sigma1, "first")
+    mu2, sigma2 = _as_mean_cov(mu2, sigma2, "second")
+    if mu1.shape != mu2.shape:
+        raise ValueError(f"feature widths differ: {mu1.shape[0]} vs {mu2.shape[0]}")
+    diff = mu1 - mu2
+    tr_covmean, eps = _trace_sqrt_product(sigma1, sigma2)
+    # With an offset, the trace terms use the same offset covariances as the square root.
+    offset_trace = 2.0 * eps * mu1.shape[0]
+    return float(
+        diff @ diff + np.trace(sigma1) + np.trace(sigma2) + offset_trace - 2.0 * tr_covmean
+    )
+
+
+def _check_features(feats: np.ndarray, name: str, min_rows: int) -> np.ndarray:
+    feats = np.asarray(feats, dtype=np.float64)
+    if feats.ndim != 2:
+        raise ValueError(f"{name} must be (N, D), got shape {feats.shape}")
+    if len(feats) < min_rows:
+        raise ValueError(f"{name} needs at least {min_rows} samples, got {len(feats)}")
+    if not np.isfinite(feats).all():
+        raise ValueError(f"{name} contains non-finite values")
+    return feats
+
+
+def gaussian_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased covariance (ddof=1) of a feature set.
+
+    Args:
+        feats: features of shape (N, D), N >= 2.
+
+    Returns:
+        Mean of shape (D,) and covariance of shape (D, D), float64.
+    """
+    feats = _check_features(feats, "feats", 2)
+    return feats.mean(axis=0), np.cov(feats, rowvar=False, ddof=1).reshape(
+        feats.shape[1], feats.shape[1]
+    )
+
+
+def fid(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
+    """Fréchet Inception Distance between two feature sets.
+
+    Args:
+        feats_a: features of shape (N_a, D), N_a >= 2.
+        feats_b: features of shape (N_b, D), N_b >= 2.
+
+    Returns:
+        :func:`frechet_distance` of their means and covariances (ddof=1).
+    """
+    mu_a, sigma_a = gaussian_stats(feats_a)
+    mu_b, sigma_b = gaussian_stats(feats_b)
+    return frechet_distance(mu_a, sigma_a, mu_b, sigma_b)
+
+
+# --------------------------------------------------------------------------- KID
+
+
+@dataclass(frozen=True)
+class KIDResult:
+    """KID over random subsets.
+
+    Attributes:
+        mean: mean of the per-subset unbiased MMD² estimates.
+        std: their standard deviation (ddof=0, as torch-fidelity reports).
+        subsets: number of subsets.
+        subset_size: samples per subset and side (clipped to the smaller set).
+    """
+
+    mean: float
+    std: float
+    subsets: int
+    subset_size: int
+
+
+def polynomial_mmd2(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD² with the kernel ``k(a, b) = (aᵀb / d + 1)³``.
+
+    ``MMD² = Σ_{i≠j} k(x_i, x_j) / (m(m-1)) + Σ_{i≠j} k(y_i, y_j) / (n(n-1))
+    - 2 Σ_{i,j} k(x_i, y_j) / (m n)``.
+
+    Args:
+        x: features of shape (m, d), m >= 2.
+        y: features of shape (n, d), n >= 2.
+    """
+    m, n, d = len(x), len(y), x.shape[1]
+    k_xx = (x @ x.T / d + 1.0) ** 3
+    k_yy = (y @ y.T / d + 1.0) ** 3
+    k_xy = (x @ y.T / d + 1.0) ** 3
+    term_xx = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
+    term_yy = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+    return float(term_xx + term_yy - 2.0 * k_xy.mean())
+
+
+def kid(
+    feats_a: np.ndarray,
+    feats_b: np.ndarray,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
+) -> KIDResult:
+    """Kernel Inception Distance: unbiased polynomial-kernel MMD² averaged over subsets.
+
+    Each subset draws ``subset_size`` rows without replacement from each side (clipped to the
+    smaller sample size), as clean-fid's ``kernel_distance`` and torch-fidelity do.
+
+    Args:
+        feats_a: features of shape (N_a, D).
+        feats_b: features of shape (N_b, D).
+        subsets: number of random subsets (>= 1).
+        subset_size: rows per subset and side (>= 2 after clipping).
+        seed: seed of the subset draws (``numpy.random.default_rng``).
+
+    Returns:
+        Mean and standard deviation over subsets.
+
+    Raises:
+        ValueError: bad shapes, widths that differ, or fewer than 2 rows on a side.
+    """
+    a = _check_features(feats_a, "feats_a", 2)
+    b = _check_features(feats_b, "feats_b", 2)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature widths differ: {a.shape[1]} vs {b.shape[1]}")
+    if subsets < 1 or subset_size < 2:
+        raise ValueError(f"need subsets >= 1 and subset_size >= 2, got {subsets}, {subset_size}")
+    m = min(subset_size, len(a), len(b))
+    rng = np.random.default_rng(seed)
+    values = np.empty(subsets)
+    for s in range(subsets):
+        x = a[rng.choice(len(a), m, replace=False)]
+        y = b[rng.choice(len(b), m, replace=False)]
+        values[s] = polynomial_mmd2(x, y)
+    return KIDResult(float(values.mean()), float(values.std()), subsets, m)
+
+
+# --------------------------------------------------------------------------- VisualDNA
+
+
+@dataclass(frozen=True)
+class VDNAResult:
+    """VisualDNA Earth Mover's Distances.
+
+    Attributes:
+        mean: EMD averaged over all neurons of all layers (bin units), as the VDNA library's
+            ``EMD(vdna1, vdna2)`` does.
+        per_layer: mean EMD over the neurons of each layer.
+        per_neuron: EMD of every neuron, shape (C,) per layer.
+        bins: histogram bins per neuron.
+    """
+
+    mean: float
+    per_layer: dict[str, float]
+    per_neuron: dict[str, np.ndarray] = field(repr=False)
+    bins: int
+
+
+def _neuron_samples(acts: np.ndarray, name: str) -> np.ndarray:
+    """(N, C) or (N, C, S) activations -> (samples, C) float64 samples per neuron."""
+    acts = np.asarray(acts)
+    if acts.ndim == 3:
+        acts = np.moveaxis(acts, 2, 1).reshape(-1, acts.shape[1])
+    if acts.ndim != 2 or len(acts) == 0:
+        raise ValueError(f"{name} must be (N, C) or (N, C, S) with N >= 1, got {acts.shape}")
+    if not np.isfinite(acts).all():
+        raise ValueError(f"{name} contains non-finite values")
+    return acts
+
+
+def neuron_histograms(
+    acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, bins: int, chunk: int = 1 << 24
+) -> np.ndarray:
+    """Per-neuron histograms over equal-width bins of ``[lo, hi]`` (last bin closed).
+
+    Written with ``np.bincount`` over flat (neuron, bin) ids because ``np.histogram`` handles one
+    range at a time and a Python loop over 10⁴ neurons is slow.
+
+    Args:
+        acts: samples of shape (N, C).
+        lo: per-neuron lower edge, shape (C,).
+        hi: per-neuron upper edge, shape (C,); where ``hi == lo`` everything falls in bin 0.
+        bins: number of bins.
+        chunk: rows x neurons processed at once (bounds the temporary memory).
+
+    Returns:
+        Counts of shape (C, bins), int64.
+    """
+    n, c = acts.shape
+    width = np.where(hi > lo, hi - lo, 1.0)
+    counts = np.zeros(c * bins, dtype=np.int64)
+    rows = max(1, chunk // max(c, 1))
+    offsets = np.arange(c, dtype=np.int64) * bins
+    for start in range(0, n, rows):
+        block = np.asarray(acts[start : start + rows], dtype=np.float64)
+        idx = np.floor((block - lo) / width * bins).astype(np.int64)
+        np.clip(idx, 0, bins - 1, out=idx)
+        counts += np.bincount((idx + offsets).ravel(), minlength=c * bins)
+    return counts.reshape(c, bins)
+
+
+def histogram_emd(hist_a: np.ndarray, hist_b: np.ndarray) -> np.ndarray:
+    """1-D Earth Mover's Distance between rows of two histograms, in bin units.
+
+    With equal-width bins the optimal transport cost is the L1 distance between the two
+    normalised CDFs summed over bins (as in the VDNA library's ``earth_movers_distance``).
+
+    Args:
+        hist_a: counts of shape (C, bins).
+        hist_b: counts of shape (C, bins).
+
+    Returns:
+        EMD per row, shape (C,).
+    """
+    cdf_a = np.cumsum(hist_a, axis=1, dtype=np.float64) / hist_a.sum(axis=1, keepdims=True)
+    cdf_b = np.cumsum(hist_b, axis=1, dtype=np.float64) / hist_b.sum(axis=1, keepdims=True)
+    return np.abs(cdf_a - cdf_b).sum(axis=1)
+
+
+def vdna(
+    acts_a: Mapping[str, np.ndarray], acts_b: Mapping[str, np.ndarray], bins: int = 1000
+) -> VDNAResult:
+    """VisualDNA distance: per-neuron histogram EMD averaged over neurons.
+
+    For every neuron, both datasets' activations are binned into ``bins`` equal-width bins over
+    the neuron's shared range (min / max over both datasets); the two normalised histograms are
+    compared with the 1-D EMD in bin units (:func:`histogram_emd`), then averaged over neurons.
+    The shared range replaces the VDNA library's fixed ranges precomputed on a reference corpus,
+    which are not available offline; it makes the distance symmetric and scale-free.
+
+    Activations are ``(N, C)`` per image (the extractors spatially average conv maps and average
+    ViT tokens per image) or ``(N, C, S)``, where every one of the S positions counts as a sample
+    of the neuron, as the VDNA library does when it histograms every spatial activation.
+
+    Args:
+        acts_a: layer name -> activations of dataset A.
+        acts_b: layer name -> activations of dataset B (same layers and widths).
+        bins: histogram bins per neuron (>= 2).
+
+    Returns:
+        Overall mean EMD, per-layer means and per-neuron values.
+
+    Raises:
+        ValueError: different layers, widths, no layers, or ``bins < 2``.
+    """
+    if bins < 2:
+        raise ValueError(f"bins must be >= 2, got {bins}")
+    if set(acts_a) != set(acts_b) or not acts_a:
+        raise ValueError(f"layers differ or are empty: {sorted(acts_a)} vs {sorted(acts_b)}")
+    per_neuron: dict[str, np.ndarray] = {}
+    for layer in acts_a:
+        a = _neuron_samples(acts_a[layer], f"acts_a[{layer!r}]")
+        b = _neuron_samples(acts_b[layer], f"acts_b[{layer!r}]")
+        if a.shape[1] != b.shape[1]:
+            raise ValueError(f"layer {layer!r}: widths differ, {a.shape[1]} vs {b.shape[1]}")
+        lo = np.minimum(a.min(axis=0), b.min(axis=0)).astype(np.float64)
+        hi = np.maximum(a.max(axis=0), b.max(axis=0)).astype(np.float64)
+        per_neuron[layer] = histogram_emd(
+            neuron_histograms(a, lo, hi, bins), neuron_histograms(b, lo, hi, bins)
+        )
+    all_neurons = np.concatenate(list(per_neuron.values()))
+    return VDNAResult(
+        mean=float(all_neurons.mean()),
+        per_layer={k: float(v.mean()) for k, v in per_neuron.items()},
+        per_neuron=per_neuron,
+        bins=bins,
+    )
+
+
+# --------------------------------------------------------------------------- rank correlation
+
+
+class RankCorrelation(NamedTuple):
+    """Spearman's rank correlation with its two-sided p-value and the number of pairs."""
+
+    rho: float
+    p: float
+    n: int
+
+
+def rank_correlation(
+    distances: Mapping[Hashable, float], accuracies: Mapping[Hashable, float]
+) -> RankCorrelation:
+    """Spearman's rho between distances and accuracies over their shared keys.
+
+    Keys are typically ``(pretraining pool, task)`` pairs. A negative rho means that lower
+    distance goes with higher accuracy, the SSL-diversity paper's claim (Section 6, Table 3).
+
+    Args:
+        distances: key -> distance.
+        accuracies: key -> accuracy.
+
+    Returns:
+        ``(rho, p, n)`` from ``scipy.stats.spearmanr`` over the ``n`` shared keys.
+
+    Raises:
+        ValueError: fewer than 3 shared keys.
+    """
+    keys = [k for k in distances if k in accuracies]
+    if len(keys) < 3:
+        raise ValueError(f"need at least 3 shared keys, got {len(keys)}")
+    d = np.array([float(distances[k]) for k in keys])
+    acc = np.array([float(accuracies[k]) for k in keys])
+    res = scipy.stats.spearmanr(d, acc)
+    return RankCorrelation(float(res.statistic), float(res.pvalue), len(keys))

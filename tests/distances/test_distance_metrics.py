@@ -1,0 +1,277 @@
+"""FID, KID, VisualDNA and the rank correlation against references written from their papers."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from divssl.distances import fid, frechet_distance, kid, rank_correlation, vdna
+from divssl.distances import metrics as metrics_module
+
+
+def _random_rotation(d: int, rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(d, d)))
+    return q * np.sign(np.diag(r))
+
+
+# --------------------------------------------------------------------------- FID
+
+
+def test_frechet_diagonal_matches_closed_form() -> None:
+    rng = np.random.default_rng(0)
+    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+    s1, s2 = rng.uniform(0.2, 3.0, 6), rng.uniform(0.2, 3.0, 6)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum(s1 + s2 - 2.0 * np.sqrt(s1 * s2))
+    got = frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2))
+    assert got == pytest.approx(expected, rel=1e-10)
+
+
+def test_frechet_commuting_full_covariances() -> None:
+    # Covariances sharing eigenvectors: Tr sqrt(S1 S2) = sum sqrt(a_i b_i).
+    rng = np.random.default_rng(1)
+    q = _random_rotation(5, rng)
+    a, b = rng.uniform(0.5, 2.0, 5), rng.uniform(0.5, 2.0, 5)
+    mu1, mu2 = rng.normal(size=5), rng.normal(size=5)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum(a + b - 2.0 * np.sqrt(a * b))
+    got = frechet_distance(mu1, q @ np.diag(a) @ q.T, mu2, q @ np.diag(b) @ q.T)
+    assert got == pytest.approx(expected, rel=1e-8)
+
+
+def test_fid_samples_approach_population_value() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(0.0, 1.0, size=(20000, 3))
+    y = rng.normal(1.0, 2.0, size=(20000, 3))
+    expected = 3 * 1.0 + 3 * (1.0 + 4.0 - 2.0 * 2.0)
+    assert fid(x, y) == pytest.approx(expected, rel=0.03)
+
+
+def test_fid_identity_symmetry_and_order_invariance() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 16))
+    y = rng.normal(size=(150, 16)) * 1.5 + 0.3
+    assert abs(fid(x, x)) < 1e-8
+    assert fid(x, y) == pytest.approx(fid(y, x), rel=1e-8)
+    assert fid(x[rng.permutation(len(x))], y) == pytest.approx(fid(x, y), rel=1e-10)
+    assert fid(x, y) > 1.0
+
+
+def test_fid_singular_covariances_match_eigenvalue_reference() -> None:
+    # More dimensions than samples: rank-deficient covariances.
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(20, 64))
+    y = rng.normal(size=(25, 64)) + 0.2
+    mu1, s1 = x.mean(0), np.cov(x, rowvar=False)
+    mu2, s2 = y.mean(0), np.cov(y, rowvar=False)
+    # Reference: the eigenvalues of S1 S2 are real and >= 0; Tr sqrt = sum of their roots.
+    eig = np.clip(np.linalg.eigvals(s1 @ s2).real, 0.0, None)
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2.0 * np.sqrt(eig).sum()
+    got = fid(x, y)
+    assert np.isfinite(got)
+    assert got == pytest.approx(expected, rel=1e-4)
+    assert abs(fid(x, x)) < 1e-4
+
+
+def test_offset_retry_when_sqrtm_is_not_finite(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_sqrtm = metrics_module.scipy.linalg.sqrtm
+    calls: list[int] = []
+
+    def flaky(a: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        return np.full_like(a, np.nan) if len(calls) == 1 else real_sqrtm(a)
+
+    monkeypatch.setattr(metrics_module.scipy.linalg, "sqrtm", flaky)
+    s1, s2, eps = np.array([1.0, 2.0]), np.array([3.0, 0.5]), 1e-6
+    got = frechet_distance(np.zeros(2), np.diag(s1), np.ones(2), np.diag(s2))
+    # The retry uses S + eps I on both sides, consistently in every term.
+    r1, r2 = s1 + eps, s2 + eps
+    expected = 2.0 + np.sum(r1 + r2 - 2.0 * np.sqrt(r1 * r2))
+    assert len(calls) == 2
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_large_imaginary_part_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        metrics_module.scipy.linalg, "sqrtm", lambda a: np.eye(len(a)) * (1.0 + 0.5j)
+    )
+    with pytest.raises(ValueError, match="imaginary"):
+        frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(2))
+
+
+def test_negligible_imaginary_part_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        metrics_module.scipy.linalg, "sqrtm", lambda a: np.eye(len(a)) * (1.0 + 1e-7j)
+    )
+    got = frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(2))
+    assert isinstance(got, float) and got == pytest.approx(0.0, abs=1e-12)
+
+
+def test_inaccurate_root_is_retried_with_offset(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A finite, real but wrong root (what a numerically singular product can give) is not used.
+    real_sqrtm = metrics_module.scipy.linalg.sqrtm
+    calls: list[float] = []
+
+    def wrong_first(a: np.ndarray) -> np.ndarray:
+        calls.append(float(a[0, 0]))
+        return np.zeros_like(a) if len(calls) == 1 else real_sqrtm(a)
+
+    monkeypatch.setattr(metrics_module.scipy.linalg, "sqrtm", wrong_first)
+    got = frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(2))
+    assert len(calls) == 2 and calls[1] == pytest.approx((1.0 + 1e-6) ** 2)
+    assert got == pytest.approx(0.0, abs=1e-9)
+
+
+def test_frechet_shape_errors() -> None:
+    with pytest.raises(ValueError):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(2), np.eye(2))
+    with pytest.raises(ValueError):
+        frechet_distance(np.zeros(3), np.eye(2), np.zeros(3), np.eye(3))
+    with pytest.raises(ValueError):
+        fid(np.zeros((1, 3)), np.zeros((5, 3)))
+
+
+# --------------------------------------------------------------------------- KID
+
+
+def _mmd2_reference(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD² with k(a, b) = (a.b / d + 1)^3, by explicit double sums."""
+    d = x.shape[1]
+
+    def k(a: np.ndarray, b: np.ndarray) -> float:
+        return (float(a @ b) / d + 1.0) ** 3
+
+    m, n = len(x), len(y)
+    xx = sum(k(x[i], x[j]) for i, j in itertools.permutations(range(m), 2)) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i, j in itertools.permutations(range(n), 2)) / (n * (n - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+    return xx + yy - 2.0 * xy
+
+
+def test_kid_matches_direct_reference() -> None:
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(25, 4)), rng.normal(size=(25, 4)) + 0.3
+    # subset_size >= n draws every row (a permutation), and MMD² ignores order.
+    res = kid(x, y, subsets=3, subset_size=100)
+    assert res.subset_size == 25
+    assert res.mean == pytest.approx(_mmd2_reference(x, y), rel=1e-10)
+    assert res.std == pytest.approx(0.0, abs=1e-12)
+
+
+def test_kid_is_unbiased_for_one_distribution() -> None:
+    values = []
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        a, b = rng.normal(size=(40, 8)), rng.normal(size=(40, 8))
+        values.append(kid(a, b, subsets=1, subset_size=40, seed=seed).mean)
+    values_arr = np.array(values)
+    stderr = values_arr.std(ddof=1) / np.sqrt(len(values_arr))
+    assert abs(values_arr.mean()) < 3.0 * stderr
+    # A biased (V-statistic) estimator would sit clearly above zero: check we are not that.
+    assert values_arr.min() < 0.0
+
+
+def test_kid_shifted_distribution_is_clearly_positive() -> None:
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(size=(300, 8)), rng.normal(size=(300, 8)) + 0.5
+    same = kid(a, rng.normal(size=(300, 8)), subsets=20, subset_size=200)
+    shifted = kid(a, b, subsets=20, subset_size=200)
+    assert shifted.mean > 10.0 * shifted.std / np.sqrt(20)
+    assert shifted.mean > 20.0 * abs(same.mean)
+
+
+def test_kid_seed_determinism_and_errors() -> None:
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(size=(50, 3)), rng.normal(size=(60, 3))
+    assert kid(a, b, 5, 20, seed=1) == kid(a, b, 5, 20, seed=1)
+    assert kid(a, b, 5, 20, seed=1).mean != kid(a, b, 5, 20, seed=2).mean
+    with pytest.raises(ValueError):
+        kid(a, rng.normal(size=(60, 4)))
+    with pytest.raises(ValueError):
+        kid(a, b, subsets=0)
+
+
+# --------------------------------------------------------------------------- VisualDNA
+
+
+def test_vdna_neuron_emd_equals_scipy_wasserstein() -> None:
+    rng = np.random.default_rng(8)
+    bins = 50
+    a = {"l1": rng.normal(size=(300, 4)), "l2": rng.gamma(2.0, size=(200, 3))}
+    b = {"l1": rng.normal(0.4, 1.3, size=(250, 4)), "l2": rng.gamma(3.0, size=(220, 3))}
+    res = vdna(a, b, bins=bins)
+    support = np.arange(bins, dtype=float)
+    all_values = []
+    for layer in a:
+        for j in range(a[layer].shape[1]):
+            lo = min(a[layer][:, j].min(), b[layer][:, j].min())
+            hi = max(a[layer][:, j].max(), b[layer][:, j].max())
+            ha, _ = np.histogram(a[layer][:, j], bins=bins, range=(lo, hi))
+            hb, _ = np.histogram(b[layer][:, j], bins=bins, range=(lo, hi))
+            ref = scipy.stats.wasserstein_distance(support, support, ha, hb)
+            assert res.per_neuron[layer][j] == pytest.approx(ref, rel=1e-9, abs=1e-12)
+            all_values.append(ref)
+        assert res.per_layer[layer] == pytest.approx(res.per_neuron[layer].mean())
+    assert res.mean == pytest.approx(np.mean(all_values), rel=1e-9)
+    assert res.bins == bins
+
+
+def test_vdna_identity_symmetry_and_extremes() -> None:
+    rng = np.random.default_rng(9)
+    x = {"l": rng.normal(size=(100, 5))}
+    y = {"l": rng.normal(1.0, size=(80, 5))}
+    assert vdna(x, x).mean == 0.0
+    assert vdna(x, y, bins=100).mean == pytest.approx(vdna(y, x, bins=100).mean, rel=1e-12)
+    # All of A at the range minimum, all of B at its maximum: mass moves bins - 1 bins.
+    lo, hi = {"l": np.zeros((10, 2))}, {"l": np.ones((12, 2))}
+    assert vdna(lo, hi, bins=20).mean == pytest.approx(19.0)
+    # A constant neuron has distance 0, not NaN.
+    const = {"l": np.full((10, 1), 3.0)}
+    assert vdna(const, const).mean == 0.0
+
+
+def test_vdna_spatial_samples_equal_flattened_samples() -> None:
+    rng = np.random.default_rng(10)
+    a3, b3 = rng.normal(size=(20, 3, 6)), rng.normal(0.5, size=(30, 3, 6))
+    flat_a = np.moveaxis(a3, 2, 1).reshape(-1, 3)
+    flat_b = np.moveaxis(b3, 2, 1).reshape(-1, 3)
+    assert vdna({"l": a3}, {"l": b3}, 30).mean == pytest.approx(
+        vdna({"l": flat_a}, {"l": flat_b}, 30).mean, rel=1e-12
+    )
+
+
+def test_vdna_errors() -> None:
+    x = {"l": np.zeros((4, 2))}
+    with pytest.raises(ValueError):
+        vdna(x, {"m": np.zeros((4, 2))})
+    with pytest.raises(ValueError):
+        vdna(x, {"l": np.zeros((4, 3))})
+    with pytest.raises(ValueError):
+        vdna(x, x, bins=1)
+
+
+# --------------------------------------------------------------------------- rank correlation
+
+
+def test_rank_correlation_against_pearson_of_ranks() -> None:
+    rng = np.random.default_rng(11)
+    keys = [(f"pool{i}", "task") for i in range(8)]
+    dist = dict(zip(keys, rng.uniform(0, 10, 8), strict=True))
+    acc = {k: 1.0 - 0.05 * v + rng.normal(0, 0.1) for k, v in dist.items()}
+    acc[("extra", "task")] = 0.5  # keys present on one side only are ignored
+    rho, p, n = rank_correlation(dist, acc)
+    ranks_d = np.argsort(np.argsort([dist[k] for k in keys]))
+    ranks_a = np.argsort(np.argsort([acc[k] for k in keys]))
+    assert n == 8
+    assert rho == pytest.approx(np.corrcoef(ranks_d, ranks_a)[0, 1], rel=1e-12)
+    assert rho < 0.0
+    assert 0.0 <= p <= 1.0
+
+
+def test_rank_correlation_perfectly_inverse_and_too_few() -> None:
+    dist = {i: float(i) for i in range(5)}
+    acc = {i: 10.0 - i for i in range(5)}
+    assert rank_correlation(dist, acc).rho == pytest.approx(-1.0)
+    with pytest.raises(ValueError):
+        rank_correlation({1: 1.0, 2: 2.0}, {1: 0.5, 2: 0.4})
