@@ -17,6 +17,7 @@ an interrupted-and-resumed run on CPU with ``deterministic=true`` ends with bitw
 from __future__ import annotations
 
 import copy
+from datetime import datetime, timezone
 import math
 import random
 import sys
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import divssl
 from divssl import distributed as dist
 from divssl.augment import AugmentPreset, get_preset, make_views
 from divssl.backbones import build_backbone, export_backbone
@@ -563,6 +565,7 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
         "device": str(device),
         "precision": "bf16" if amp_dtype is not None else "fp32",
         "torch_version": torch.__version__,
+        "divssl_version": divssl.__version__,
     }
     batch_iter = batches(prep, start_step, device)
     progress = _Progress(total, start_step, budget, enabled=is_main)
@@ -682,6 +685,7 @@ def _write_summary(
     wall = wall_before + time.perf_counter() - t0
     summary = {
         **base,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "status": status,
         "images_seen": images_seen,
         "total_flops": flops_per_image * images_seen,

@@ -1,0 +1,172 @@
+"""``divssl report STUDY_DIR``: HTML and Markdown reports computed only from a study's files.
+
+:func:`build_report` reads ``results.parquet`` (or ``.csv``), ``study.yaml``, ``distances.json``
+(or ``.csv``) and every ``runs/*/summary.json`` / ``config.yaml``, builds the sections named in the
+spec's ``report.sections`` (all of :data:`SECTIONS` by default) and writes into ``out_dir``
+(default ``STUDY_DIR/report``): ``report.html`` (one self-contained page, figures embedded),
+``report.md`` (referencing the PNGs), ``figures/*.svg`` + ``figures/*.png`` (200 dpi) and
+``tables/*.csv`` (the numbers behind every table). A section without data is replaced by a
+one-line note; nothing in a report is typed by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from divssl.errors import ConfigError, unknown_choice
+
+if TYPE_CHECKING:  # the heavy modules (pandas, matplotlib, torch) load only when a report is built
+    from divssl.report.figures import FigureBlock
+    from divssl.report.tables import StudyData, TableBlock
+
+SECTIONS = ("summary", "table1", "table2", "table5", "figure3", "figure4", "id_ood", "distances")
+SECTION_TITLES = {
+    "summary": "Experiment summary",
+    "table1": "Diversity at a fixed budget (Table 1-style)",
+    "table2": "Pretraining sets x downstream tasks (Table 2-style)",
+    "table5": "Label fractions of the linear probe (Table 5-style)",
+    "figure3": "Adding data A to the baseline set B (Figure 3-style)",
+    "figure4": "Saturation with pretraining diversity (Figure 4-style)",
+    "id_ood": "ID vs OOD robustness after fine-tuning",
+    "distances": "Distribution distances",
+}
+SECTION_INTROS = {
+    "summary": "Every factor the study varies and every parameter it holds fixed.",
+    "table1": "Probe scores for each number of unique images N (diversity D = N/C) at a fixed "
+    "budget C: does more diversity help when the compute is the same?",
+    "table2": "Each pretraining set evaluated on every downstream task.",
+    "table5": "Probe scores when only a fraction of the task's labels is used.",
+    "figure3": "B ∪ A compositions against B trained with the same compute (C) and with the same "
+    "number of epochs (E).",
+    "figure4": "Score against diversity on a log axis: does more diversity keep paying off?",
+    "id_ood": "Effective robustness: OOD score above the trend of models trained from scratch.",
+    "distances": "FID / KID / VisualDNA between pools, and their rank correlation with scores.",
+}
+SKIP_REASONS = {
+    "table1": "no compute-normalized linear-probe or kNN results on an ID split of a plain pool",
+    "table2": "needs probe results on at least two downstream tasks or splits",
+    "table5": "needs linear-probe results at two or more label fractions",
+    "distances": "no distances.json or distances.csv in the study folder",
+}
+
+
+@dataclass
+class Section:
+    """One report section.
+
+    Attributes:
+        key: section name (one of :data:`SECTIONS`), also the HTML anchor.
+        title: heading.
+        intro: one-line description.
+        blocks: tables and figures in order.
+        notes: one-line notes on parts without data (the whole section when ``blocks`` is empty).
+    """
+
+    key: str
+    title: str
+    intro: str
+    blocks: list[TableBlock | FigureBlock] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def section_names(spec: dict[str, Any]) -> list[str]:
+    """Sections to build: the spec's ``report.sections`` (validated) or all of them.
+
+    Raises:
+        ConfigError: an unknown section name (the field is ``report.sections[i]``).
+    """
+    report = spec.get("report") or {}
+    names = report.get("sections") if isinstance(report, dict) else None
+    if names is None:
+        return list(SECTIONS)
+    if not isinstance(names, list):
+        raise ConfigError("report.sections", "must be a list of section names", SECTIONS)
+    for i, name in enumerate(names):
+        if name not in SECTIONS:
+            raise unknown_choice(f"report.sections[{i}]", str(name), SECTIONS)
+    return list(dict.fromkeys(names))
+
+
+def build_sections(data: StudyData, fig_dir: Path, names: list[str]) -> list[Section]:
+    """Build each named section from a loaded study (figures are written to ``fig_dir``)."""
+    from divssl.report import figures, tables
+
+    out = []
+    for name in names:
+        sec = Section(name, SECTION_TITLES[name], SECTION_INTROS[name])
+        if name == "summary":
+            sec.blocks = tables.experiment_summary(data)
+        elif name in ("table1", "table2", "table5"):
+            sec.blocks = getattr(tables, name)(data)
+        elif name == "distances":
+            sec.blocks = tables.distance_tables(data)
+            if sec.blocks:
+                panel = figures.distance_figure(data, fig_dir)
+                sec.blocks += panel.blocks
+                sec.notes += panel.notes
+        else:
+            builder = {
+                "figure3": figures.figure3,
+                "figure4": figures.figure4,
+                "id_ood": figures.id_ood,
+            }[name]
+            panel = builder(data, fig_dir)
+            sec.blocks, sec.notes = panel.blocks, panel.notes
+        if not sec.blocks and not sec.notes:
+            sec.notes = [SKIP_REASONS.get(name, "no data for this section")]
+        out.append(sec)
+    return out
+
+
+def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
+    """Build the HTML and Markdown report of a study folder.
+
+    Args:
+        study_dir: folder holding ``results.parquet`` (or ``.csv``), ``study.yaml``, ...
+        out_dir: output folder (default ``STUDY_DIR/report``).
+
+    Returns:
+        ``{"html": report.html, "markdown": report.md, "dir": out_dir}`` plus one entry per
+        written figure and table file, keyed by its path relative to ``out_dir``.
+
+    Raises:
+        ConfigError: no study folder or results, invalid results, unknown section names (checked
+            before anything is written).
+    """
+    from divssl.io import atomic_write_text
+    from divssl.report.html import render_html
+    from divssl.report.markdown import render_markdown
+    from divssl.report.tables import load_study, report_header
+
+    data = load_study(study_dir)
+    names = section_names(data.spec)
+    out = Path(out_dir) if out_dir is not None else data.study_dir / "report"
+    fig_dir, table_dir = out / "figures", out / "tables"
+    sections = build_sections(data, fig_dir, names)
+    header = report_header(data)
+    title = _title(data)
+    paths: dict[str, Path] = {}
+    for sec in sections:
+        for block in sec.blocks:
+            if hasattr(block, "svg"):
+                paths[f"figures/{block.svg.name}"] = block.svg
+                paths[f"figures/{block.png.name}"] = block.png
+            else:
+                csv = table_dir / f"{block.key}.csv"
+                atomic_write_text(csv, block.numbers.to_csv(index=False))
+                paths[f"tables/{csv.name}"] = csv
+    html_path, md_path = out / "report.html", out / "report.md"
+    atomic_write_text(html_path, render_html(title, header, sections, out))
+    atomic_write_text(md_path, render_markdown(title, header, sections, out))
+    return {"html": html_path, "markdown": md_path, "dir": out, **paths}
+
+
+def _title(data: StudyData) -> str:
+    report = data.spec.get("report") or {}
+    custom = report.get("title") if isinstance(report, dict) else None
+    return str(custom or f"divssl study report: {data.spec.get('name') or data.study_dir.name}")
+
+
+__all__ = ["SECTIONS", "Section", "build_report", "build_sections", "section_names"]
