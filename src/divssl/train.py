@@ -17,13 +17,13 @@ an interrupted-and-resumed run on CPU with ``deterministic=true`` ends with bitw
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timezone
 import math
 import random
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
