@@ -31,12 +31,14 @@ def _mount_subcommands() -> None:
     from divssl.distances.cli import app as distance_app
     from divssl.evaluate.cli import app as eval_app
     from divssl.report.cli import app as report_app
+    from divssl.study.cli import app as study_app
 
     data_app.registered_commands.extend(prep_app.registered_commands)
     app.add_typer(data_app, name="data", help="Inspect, generate, subset and relabel pools.")
     app.add_typer(eval_app, name="eval", help="Linear probe, kNN and fine-tuning of a run.")
     app.registered_commands.extend(distance_app.registered_commands)
     app.registered_commands.extend(report_app.registered_commands)
+    app.registered_commands.extend(study_app.registered_commands)
 
 
 @app.command()
