@@ -1,0 +1,336 @@
+"""Full fine-tuning of a pretrained (or randomly initialised) backbone with a linear head.
+
+The protocol of the fine-tuning-robustness study (Ramanujan et al. 2023): every backbone weight
+and the new linear head are trained on the task's train split with SGD (momentum, cosine learning
+rate per 256 images, L2 weight decay) on augmented views (``get_preset("supervised", S)``: random
+resized crop + flip, drawn from a seeded generator), and the model is evaluated on the ID test
+split and the OOD split at ``eval_points`` checkpoints spaced evenly through training. Each run
+therefore traces several points on the ID-OOD plane, and the effective robustness of a family of
+runs is read off against a baseline trend (:mod:`divssl.evaluate.robustness`). Accuracy and
+macro-F1 (the robustness paper's metric on iWildCam-WILDS) are recorded with bootstrap intervals
+at every point. ``init="random"`` trains the same network from scratch, the paper's baseline.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from divssl.budget import scaled_lr, warmup_cosine
+from divssl.errors import ConfigError, RunFailed
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning settings.
+
+    Attributes:
+        epochs: passes over the train split.
+        batch_size: images per step (the last partial batch of an epoch is dropped).
+        base_lr: peak learning rate per 256 images, scaled linearly with the batch.
+        weight_decay: L2 weight decay (all parameters, as ``torch.optim.SGD`` applies it).
+        momentum: SGD momentum.
+        warmup_fraction: share of the steps with linear warm-up before the cosine decay.
+        eval_points: evaluations spaced evenly through training (the last at the end).
+        seed: seed of the head initialisation, sample order and augmentation.
+    """
+
+    epochs: int = 12
+    batch_size: int = 64
+    base_lr: float = 0.01
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_fraction: float = 0.0
+    eval_points: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 2,
+            "base_lr": self.base_lr > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "momentum": 0 <= self.momentum < 1,
+            "warmup_fraction": 0 <= self.warmup_fraction < 1,
+            "eval_points": self.eval_points >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(name, f"invalid value {getattr(self, name)!r}")
+
+
+def eval_steps(total_steps: int, points: int) -> list[int]:
+    """Completed-step counts after which to evaluate: ``ceil(j * T / P)`` for j = 1..P, deduped.
+
+    The last point is always ``T`` (the end of training).
+    """
+    return sorted({max(1, math.ceil(j * total_steps / points)) for j in range(1, points + 1)})
+
+
+class Classifier(nn.Module):
+    """Backbone followed by a linear head: (B, 3, S, S) -> (B, K) logits."""
+
+    def __init__(self, backbone: nn.Module, feat_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(feat_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, K)."""
+        return self.head(self.backbone(x))
+
+
+def _evaluate(
+    net: nn.Module,
+    data: dict[str, tuple[np.ndarray, np.ndarray]],
+    image_size: int,
+    num_classes: int,
+    device: torch.device,
+    batch_size: int,
+    n_boot: int,
+    seed: int,
+    level: float,
+) -> dict[str, Any]:
+    from divssl.evaluate.features import forward_batches
+    from divssl.evaluate.stats import metric_report
+
+    out: dict[str, Any] = {}
+    for split, (images, labels) in data.items():
+        logits = forward_batches(net, images, image_size, device, batch_size)
+        probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+        out[split] = metric_report(labels, probs, num_classes, n_boot, seed, level)
+    return out
+
+
+def finetune(
+    backbone: nn.Module,
+    feat_dim: int,
+    images: np.ndarray,
+    labels: np.ndarray,
+    eval_data: dict[str, tuple[np.ndarray, np.ndarray]],
+    num_classes: int,
+    image_size: int,
+    cfg: FinetuneConfig,
+    device: torch.device,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    eval_batch_size: int = 256,
+) -> list[dict[str, Any]]:
+    """Fine-tune ``backbone`` plus a new linear head, evaluating at evenly spaced points.
+
+    Args:
+        backbone: the network to train (modified in place; pass a copy to keep the original).
+        feat_dim: D.
+        images: (N, H, W, 3) uint8 train images.
+        labels: (N,) train labels.
+        eval_data: split name -> (images (M, H, W, 3) uint8, labels (M,)), e.g. test and ood.
+        num_classes: K.
+        image_size: crop side S.
+        cfg: fine-tuning settings.
+        device: compute device.
+        n_boot: bootstrap resamples per interval.
+        level: interval coverage.
+        eval_batch_size: images per evaluation batch.
+
+    Returns:
+        One record per evaluation point: step, epoch, images seen, learning rate, mean train loss
+        since the previous point, and the metrics of each evaluated split.
+
+    Raises:
+        RunFailed: a non-finite loss.
+    """
+    from divssl.augment import get_preset, make_views
+    from divssl.evaluate.features import autocast
+
+    n = len(images)
+    if n < 2:
+        raise ConfigError("task.train", "fine-tuning needs at least two train images")
+    batch = min(cfg.batch_size, n)
+    steps_per_epoch = n // batch
+    total = cfg.epochs * steps_per_epoch
+    points = set(eval_steps(total, cfg.eval_points))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        net = Classifier(backbone, feat_dim, num_classes).to(device)
+    peak = scaled_lr(cfg.base_lr, batch)
+    opt = torch.optim.SGD(
+        net.parameters(), lr=peak, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    preset = get_preset("supervised", image_size)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    rng = np.random.default_rng([cfg.seed, 0xF1E])
+    y_all = torch.as_tensor(labels, dtype=torch.long)
+    records: list[dict[str, Any]] = []
+    losses: list[float] = []
+    order = rng.permutation(n)
+    for step in range(total):
+        within = step % steps_per_epoch
+        if within == 0 and step > 0:
+            order = rng.permutation(n)
+        idx = np.sort(order[within * batch : (within + 1) * batch])
+        x = torch.from_numpy(np.ascontiguousarray(images[idx])).to(device)
+        (view,) = make_views(x.permute(0, 3, 1, 2), preset, gen)
+        lr = warmup_cosine(step, total, peak, 0.0, cfg.warmup_fraction)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        net.train()
+        with autocast(device):
+            loss = F.cross_entropy(net(view).float(), y_all[idx].to(device))
+        if not torch.isfinite(loss):
+            raise RunFailed(f"fine-tuning loss is {loss.item()} at step {step} (lr {lr:.3g})")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        if step + 1 in points:
+            record = {
+                "step": step + 1,
+                "epoch": (step + 1) / steps_per_epoch,
+                "images_seen": (step + 1) * batch,
+                "lr": lr,
+                "train_loss": float(np.mean(losses)),
+            }
+            record.update(
+                _evaluate(
+                    net,
+                    eval_data,
+                    image_size,
+                    num_classes,
+                    device,
+                    eval_batch_size,
+                    n_boot,
+                    cfg.seed,
+                    level,
+                )  # fmt: skip
+            )
+            records.append(record)
+            losses = []
+    return records
+
+
+def run_finetune(
+    run_dir: str | Path | None,
+    task_spec: str,
+    *,
+    epochs: int = 12,
+    batch_size: int = 64,
+    base_lr: float = 0.01,
+    weight_decay: float = 1e-4,
+    momentum: float = 0.9,
+    warmup_fraction: float = 0.0,
+    eval_points: int = 5,
+    eval_seed: int = 0,
+    device: str = "auto",
+    init: str = "pretrained",
+    backbone: str | None = None,
+    image_size: int | None = None,
+    cifar_stem: bool | None = None,
+    seed: int = 0,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    decode_cache: str = "memory",
+    workers: int = 0,
+    out_dir: str | Path | None = None,
+    write: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune a run's backbone (or a random init: training from scratch) on a task.
+
+    Args:
+        run_dir: the pretraining run (``None`` only with ``init="random"`` and ``out_dir``).
+        task_spec: task YAML path or pool spec with splits.
+        epochs: passes over the train split.
+        batch_size: images per step.
+        base_lr: peak LR per 256 images.
+        weight_decay: L2 weight decay.
+        momentum: SGD momentum.
+        warmup_fraction: share of steps with LR warm-up.
+        eval_points: ID/OOD evaluations spaced evenly through training.
+        eval_seed: seed of head init, sample order, augmentation and bootstraps.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        init: ``pretrained`` or ``random`` (from scratch).
+        backbone: backbone name for a random init.
+        image_size: input side for a random init.
+        cifar_stem: ResNet CIFAR stem for a random init.
+        seed: initialisation seed of a random init.
+        n_boot: bootstrap resamples per interval.
+        level: interval coverage.
+        decode_cache: ``memory`` or ``mmap``.
+        workers: decode processes.
+        out_dir: results folder (default ``RUN_DIR/eval``).
+        write: write the JSON atomically to ``<out_dir>/finetune_<task>.json``.
+
+    Returns:
+        The results dict, with ``points`` (one per evaluation) and ``id_ood`` (the points'
+        test/ood top-1 and macro-F1 values, ready for plotting and effective robustness).
+    """
+    from divssl.evaluate.features import (
+        load_encoder,
+        load_split_images,
+        resolve_device,
+        results_header,
+        results_path,
+    )
+    from divssl.evaluate.stats import check_stats_args
+    from divssl.evaluate.tasks import open_task
+    from divssl.io import atomic_write_json
+
+    start = time.perf_counter()
+    cfg = FinetuneConfig(
+        epochs, batch_size, base_lr, weight_decay, momentum, warmup_fraction, eval_points, eval_seed
+    )
+    check_stats_args(n_boot, level)
+    dev = resolve_device(device)
+    task = open_task(task_spec)
+    encoder = load_encoder(
+        run_dir, init=init, backbone=backbone, image_size=image_size, cifar_stem=cifar_stem,
+        seed=seed,
+    )  # fmt: skip
+    path = results_path("finetune", task, encoder, out_dir) if write else None
+    size = encoder.image_size
+    images, labels, corrupt = load_split_images(task, "train", size, decode_cache, workers)
+    eval_data = {}
+    for split in ("test", "ood"):
+        if task.has(split):
+            eval_images, eval_labels, _ = load_split_images(
+                task, split, size, decode_cache, workers
+            )
+            eval_data[split] = (eval_images, eval_labels)
+    points = finetune(
+        encoder.fresh_model(), encoder.feat_dim, images, labels, eval_data, task.num_classes,
+        size, cfg, dev, n_boot, level,
+    )  # fmt: skip
+    id_ood = [
+        {
+            "step": p["step"],
+            **{
+                f"{split}_{metric}": p[split][metric]["value"]
+                for split in eval_data
+                for metric in ("top1", "macro_f1")
+            },
+        }
+        for p in points
+    ]
+    out = results_header("finetune", task, encoder, dev)
+    out.update(
+        {
+            "config": asdict(cfg),
+            "n_train": len(labels),
+            "corrupt_train": len(corrupt),
+            "stats": {"n_boot": n_boot, "level": level, "seed": eval_seed},
+            "points": points,
+            "id_ood": id_ood,
+            "wall_seconds": round(time.perf_counter() - start, 3),
+        }
+    )
+    if path is not None:
+        out["path"] = str(path)
+        atomic_write_json(path, out)
+    return out
