@@ -30,6 +30,7 @@ from divssl.train import (
     build_optimizer,
     count_flops_per_image,
     prepare,
+    single_thread_on_cpu,
     step_batch,
     view_generator,
 )
@@ -96,7 +97,8 @@ def bench(
 
     def pipeline_step(i: int) -> None:
         images, labels = step_batch(prep, i, device)
-        views = make_views(images, preset, view_generator(0, i, device))
+        with single_thread_on_cpu(device):
+            views = make_views(images, preset, view_generator(0, i, device))
         train_on(views, labels, i)
 
     images, labels = step_batch(prep, 0, device)
