@@ -181,3 +181,18 @@ def test_webdataset_pool_streams_exact_budget(tmp_path):
     s = read_json(run / "summary.json")
     assert s["images_seen"] == 40 and s["unique_images"] == 12
     assert read_json(run / "ordering.json")["kind"] == "wds-shards"
+
+
+def test_standalone_run_logs_to_a_local_mlflow_store(tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path / 'ml.db'}"
+    run = pretrain(_cfg(tmp_path, "tracking=mlflow", f"mlflow_uri={uri}"))
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("divssl-pretrain")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    assert runs[0].data.params["method"] == "simclr"
+    assert runs[0].data.params["budget.images"] == "150"
+    history = client.get_metric_history(runs[0].info.run_id, "pretrain/loss")
+    assert [m.step for m in history] == [1, 2, 3, 4, 5]
+    assert run.name in runs[0].info.run_name

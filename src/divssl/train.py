@@ -679,7 +679,24 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
         _write_summary(
             run_dir, summary_base, status, images_seen, wall_before, t0, flops_per_image, final=last
         )
+    if is_main and status == "completed" and cfg.tracking == "mlflow" and not _in_study(run_dir):
+        log_standalone_run(run_dir, config_to_dict(cfg))
     return run_dir
+
+
+def _in_study(run_dir: Path) -> bool:
+    # Study runs are logged by the runner, with their grid factors and evaluation results.
+    return (run_dir.parent.parent / "plan.json").is_file()
+
+
+def log_standalone_run(run_dir: Path, config: dict[str, Any]) -> str:
+    """Log a single ``divssl pretrain`` run to MLflow (``mlflow_uri``, default a SQLite store
+    ``mlflow.db`` beside the run dir): params, the metrics.jsonl series, summary and config."""
+    from divssl.study.tracking import log_job
+
+    plan_doc = {"study": "divssl-pretrain"}
+    job = {"id": run_dir.name, "kind": "pretrain", "config": config, "factors": {}}
+    return log_job(run_dir.parent, plan_doc, job, run_dir, rows=[])
 
 
 def replica_drift(model: nn.Module) -> float:
