@@ -1,0 +1,1057 @@
+"""Plans: a study's grid expanded into validated runs with C, N, E, D, FLOPs and a measured time.
+
+:func:`build_plan` turns every grid point into a resolved pretraining config (validated with
+:func:`divssl.config.load_config` before anything runs; every invalid point is reported with its
+grid values), opens the pools once to resolve N (subset sizes, compositions, derived pools), sets
+the epoch-normalized budgets, and names each run by a content hash: the first 12 hex digits of the
+SHA-256 of its resolved config (without ``out``, and with the study folder written as
+``${study_dir}`` so that a moved study keeps its hashes). The run lives in
+``STUDY_DIR/runs/<hash>``; grid points that resolve to the same config share one run.
+
+FLOPs per image are counted once per distinct model (method, backbone, image size, stem, view
+preset, method settings) with :func:`divssl.train.count_flops_per_image`. :func:`measure_plan`
+times a few real training steps of each distinct model on the current device (synchronised,
+median after a warm-up) and caches the measurement in ``STUDY_DIR/throughput.json``, so the
+estimated time is measured, not guessed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from divssl.budget import Budget, resolve_images
+from divssl.config import Config, config_to_dict, load_config
+from divssl.data.pool import Pool
+from divssl.errors import ConfigError
+from divssl.study.spec import DerivedPool, FinetuneEval, Study
+
+PLAN_FORMAT = "divssl-plan/1"
+THROUGHPUT_FILE = "throughput.json"
+STUDY_DIR_TOKEN = "${study_dir}"
+
+
+# ----------------------------------------------------------------------------------- records
+
+
+@dataclass
+class PlannedRun:
+    """One pretraining run of the plan.
+
+    Attributes:
+        id: content hash of the resolved config (12 hex).
+        factors: grid axis -> value as written in the study (composition and pool by name).
+        config: the resolved config dict (``config.yaml``), ``out`` = the run folder.
+        pool: pool name (``None`` for compositions); composition: composition name.
+        source: source tag(s) of the pretraining images (``web``, ``source+synthetic``, ...).
+        budget_images: C. unique_images: N. epochs: E. diversity: D.
+        steps: optimizer steps. global_batch: B. normalization: ``compute`` or ``epoch``.
+        model: key of :attr:`Plan.models`.
+        evaluations: evaluation dicts (with ``id`` and the resolved ``task_spec``).
+    """
+
+    id: str
+    factors: dict[str, Any]
+    config: dict[str, Any]
+    pool: str | None
+    composition: str | None
+    source: str
+    budget_images: int
+    unique_images: int
+    epochs: float
+    diversity: float
+    steps: int
+    global_batch: int
+    normalization: str
+    model: str
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    kind: str = "pretrain"
+
+    @property
+    def run_dir(self) -> Path:
+        """``STUDY_DIR/runs/<id>``."""
+        return Path(self.config["out"])
+
+
+@dataclass
+class BaselineJob:
+    """Fine-tuning from a random initialisation (the robustness paper's from-scratch trend)."""
+
+    id: str
+    task: str
+    task_spec: str
+    backbone: str
+    image_size: int
+    cifar_stem: bool
+    seed: int
+    evaluation: dict[str, Any]
+    out: str
+    kind: str = "baseline"
+
+
+@dataclass
+class ModelCost:
+    """Cost of one distinct model.
+
+    Attributes:
+        key: stable key (hash of the model's settings).
+        settings: method, backbone, image size, stem, preset and method settings.
+        flops_per_image: forward + backward FLOPs of all views of one source image.
+        images_per_second: measured training throughput on ``device`` (``None`` if unmeasured).
+        step_seconds: median step time of the measurement.
+        measured_batch: images per measured step.
+        device: where it was measured.
+    """
+
+    key: str
+    settings: dict[str, Any]
+    flops_per_image: float
+    num_classes: int | None = None
+    images_per_second: float | None = None
+    step_seconds: float | None = None
+    measured_batch: int | None = None
+    device: str | None = None
+
+
+@dataclass
+class Plan:
+    """The expanded study."""
+
+    study: Study
+    study_dir: Path
+    runs: list[PlannedRun]
+    baselines: list[BaselineJob]
+    models: dict[str, ModelCost]
+    pools: dict[str, str]
+    tasks: dict[str, str]
+    derived: dict[str, dict[str, Any]]
+    inline_tasks: dict[str, dict[str, str]]
+    gpus_per_run: int
+    duplicates: int = 0
+    derived_views: dict[str, Pool] = field(default_factory=dict, repr=False)  # built in memory
+
+    @property
+    def jobs(self) -> list[PlannedRun | BaselineJob]:
+        """Pretraining runs first, then from-scratch baselines."""
+        return [*self.runs, *self.baselines]
+
+    @property
+    def total_images(self) -> int:
+        """Sum of C over the runs."""
+        return sum(r.budget_images for r in self.runs)
+
+    @property
+    def total_flops(self) -> float:
+        """Sum of C x FLOPs per image over the runs."""
+        return sum(r.budget_images * self.models[r.model].flops_per_image for r in self.runs)
+
+    def device_seconds(self, run: PlannedRun) -> float | None:
+        """Device time of a run: C / measured images per second of one device (``None`` when
+        unmeasured)."""
+        ips = self.models[run.model].images_per_second
+        return run.budget_images / ips if ips else None
+
+    def estimated_seconds(self, run: PlannedRun) -> float | None:
+        """Wall time of a run: its device time shared by its ``gpus_per_run`` devices (DDP,
+        assuming linear scaling; measure at the per-device batch)."""
+        device = self.device_seconds(run)
+        return None if device is None else device / max(1, self.gpus_per_run)
+
+    @property
+    def total_seconds(self) -> float | None:
+        """Wall time of all runs one after another, each on its ``gpus_per_run`` devices."""
+        parts = [self.estimated_seconds(r) for r in self.runs]
+        return None if not parts or None in parts else float(sum(parts))  # type: ignore[arg-type]
+
+    @property
+    def total_device_seconds(self) -> float | None:
+        """Device time of all runs (device-seconds: GPU-seconds when measured on a GPU)."""
+        parts = [self.device_seconds(r) for r in self.runs]
+        return None if not parts or None in parts else float(sum(parts))  # type: ignore[arg-type]
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``STUDY_DIR/plan.json`` holds (read by workers on any backend)."""
+        return {
+            "format": PLAN_FORMAT,
+            "study": self.study.name,
+            "study_dir": str(self.study_dir),
+            "tracking": {"kind": self.study.tracking, "uri": self.study.tracking_uri},
+            "gpus_per_run": self.gpus_per_run,
+            "pools": self.pools,
+            "tasks": self.tasks,
+            "derived": self.derived,
+            "inline_tasks": self.inline_tasks,
+            "models": {k: asdict(m) for k, m in self.models.items()},
+            "jobs": [asdict(j) for j in self.jobs],
+        }
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+def content_hash(obj: Any, study_dir: Path) -> str:
+    """12 hex digits of the SHA-256 of ``obj`` as sorted JSON, the study folder tokenised."""
+    blob = json.dumps(obj, sort_keys=True, default=str).replace(str(study_dir), STUDY_DIR_TOKEN)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def default_study_dir(study: Study) -> Path:
+    """``study.out`` or ``runs/<name>``."""
+    return Path(study.out) if study.out else Path("runs") / study.name
+
+
+def nest(flat: dict[str, Any], fld: str = "base") -> dict[str, Any]:
+    """Expand dotted keys (``subset.fraction: 0.1``) into nested dicts, merging sections."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = str(key).split(".")
+        node = out
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{fld}.{key}", f"{part!r} is not a section")
+            node = child
+        last = parts[-1]
+        if isinstance(value, dict) and isinstance(node.get(last), dict) and last != "method_args":
+            node[last] = {**node[last], **nest(value, f"{fld}.{key}")}
+        elif isinstance(value, dict) and last not in ("method_args",):
+            node[last] = nest(value, f"{fld}.{key}")
+        else:
+            node[last] = copy.deepcopy(value)
+    return out
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict (creating sections)."""
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def load_run_config(tree: dict[str, Any]) -> Config:
+    """Validate a nested config tree exactly as ``divssl pretrain --config FILE`` would.
+
+    The tree goes through :func:`divssl.config.load_config` via a temporary YAML file, so a
+    study accepts exactly what a single run accepts (same defaults, same errors).
+    """
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="divssl-plan-") as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(yaml.safe_dump(tree, sort_keys=False))
+        return load_config(path)
+
+
+def describe_point(factors: dict[str, Any]) -> str:
+    """``method=simclr, subset.fraction=0.1`` for messages and tables."""
+    return ", ".join(f"{k}={v}" for k, v in factors.items())
+
+
+# ------------------------------------------------------------------------------ pools/tasks
+
+
+def _hierarchy(name: str, fld: str) -> Any:
+    from divssl.data.hierarchy import resolve_hierarchy
+
+    try:
+        return resolve_hierarchy(name)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{fld}.hierarchy", f"no hierarchy file {name!r}") from exc
+
+
+def _superclass_map(pool: Pool, step: Any, fld: str) -> dict[str, str]:
+    from divssl.data.interventions import pool_superclasses
+
+    h = _hierarchy(step.hierarchy, fld)
+    return pool_superclasses(pool, h, count=step.count, depth=step.depth)
+
+
+def apply_step(pool: Pool, name: str, step: Any, fld: str) -> Pool:
+    """Apply one intervention of :mod:`divssl.data.interventions` to ``pool``.
+
+    Args:
+        pool: the base pool (labelled, random access).
+        name: ``relabel``, ``classes`` or ``diversity``.
+        step: the step's validated settings.
+        fld: field named in errors.
+
+    Returns:
+        The view (same images, a subset and/or new labels).
+    """
+    from divssl.data import interventions as iv
+
+    if name == "relabel":
+        return iv.relabel(pool, _superclass_map(pool, step, fld))
+    if name == "classes":
+        if (step.names is None) == (step.descendants_of is None):
+            raise ConfigError(fld, "give exactly one of names or descendants_of")
+        if step.names is not None:
+            return iv.subset_by_classes(pool, step.names)
+        h = _hierarchy(step.hierarchy, fld)
+        wanted = set(iv.descendants_of(h, step.descendants_of))
+        names = list(pool.class_names or [])
+        match = h.match_classes(names, f"{fld}.hierarchy")
+        return iv.subset_by_classes(pool, [n for n in names if match[n] in wanted])
+    mapping = _superclass_map(pool, step.superclasses, fld) if step.superclasses else None
+    return iv.diversity_subset(pool, step.class_fraction, step.total, step.seed, mapping)
+
+
+def file_paths(pool: Pool) -> list[str] | None:
+    """Absolute image paths of a file-backed pool (or a view of one), else ``None``."""
+    from divssl.data.interventions import ViewPool
+    from divssl.data.readers.folder import FileListPool
+
+    if isinstance(pool, FileListPool):
+        return [str(pool.path(i)) for i in range(len(pool))]
+    if isinstance(pool, ViewPool):
+        base = file_paths(pool.base)
+        return None if base is None else [base[int(i)] for i in pool.indices]
+    return None
+
+
+class PoolResolver:
+    """Names -> pool specs, opened once; derived pools are built in memory at plan time.
+
+    A derived pool's run-time spec points at ``STUDY_DIR/pools/<name>.csv`` (file-backed bases:
+    a table of the original image paths) or ``.npz`` (array-backed bases), written by
+    :func:`materialize_derived` when the study runs.
+    """
+
+    def __init__(self, study: Study, study_dir: Path) -> None:
+        self.study = study
+        self.study_dir = study_dir
+        self.opened: dict[str, Pool] = {}
+        self.specs: dict[str, str] = {}
+        self.derived: dict[str, dict[str, Any]] = {}
+        self.views: dict[str, Pool] = {}
+
+    def spec_of(self, name_or_spec: str, fld: str) -> str:
+        """The spec of a pool name (a derived pool's future file), or a literal spec."""
+        if name_or_spec in self.specs:
+            return self.specs[name_or_spec]
+        entry = self.study.pools.get(name_or_spec)
+        if entry is None:
+            if ":" not in name_or_spec:
+                raise ConfigError(fld, f"unknown pool {name_or_spec!r}", self.study.pools)
+            return name_or_spec
+        if isinstance(entry, str):
+            self.specs[name_or_spec] = entry
+            return entry
+        spec = self._derive(name_or_spec, entry, f"pools.{name_or_spec}")
+        self.specs[name_or_spec] = spec
+        return spec
+
+    def open(self, spec: str, fld: str = "data.pool") -> Pool:
+        """Open a spec once (derived specs return their in-memory view)."""
+        if spec not in self.opened:
+            from divssl.data.pool import open_pool
+
+            self.opened[spec] = open_pool(spec, field=fld)
+        return self.opened[spec]
+
+    def _derive(self, name: str, entry: DerivedPool, fld: str) -> str:
+        base_spec = self.spec_of(entry.pool, f"{fld}.pool")
+        base = self.open(base_spec, f"{fld}.pool")
+        step_name, step = entry.step()
+        view = apply_step(base, step_name, step, f"{fld}.{step_name}")
+        fmt = "csv" if file_paths(view) is not None else "npz"
+        path = self.study_dir / "pools" / f"{name}.{fmt}"
+        spec = f"{fmt}:path={path}"
+        if view.source != "source":
+            spec += f":source={view.source}"
+        self.opened[spec] = view
+        self.views[name] = view
+        self.derived[name] = {
+            "spec": spec,
+            "path": str(path),
+            "format": fmt,
+            "base": base_spec,
+            "step": step_name,
+            "settings": step.model_dump(mode="json"),
+            "size": len(view),
+            "classes": len(view.class_names or []),
+        }
+        return spec
+
+
+class TaskResolver:
+    """Task names -> specs for ``open_task`` (inline tasks: ``STUDY_DIR/tasks/<name>.yaml``)."""
+
+    def __init__(self, study: Study, study_dir: Path, pools: PoolResolver) -> None:
+        self.study = study
+        self.pools = pools
+        self.specs: dict[str, str] = {}
+        self.inline: dict[str, dict[str, str]] = {}
+        self._class_names: dict[str, list[str] | None] = {}
+        for name, entry in study.tasks.items():
+            if isinstance(entry, str):
+                self.specs[name] = entry
+            else:
+                splits = {s: pools.spec_of(v, f"tasks.{name}.{s}") for s, v in entry.items()}
+                self.inline[name] = {"name": name, **splits}
+                self.specs[name] = str(study_dir / "tasks" / f"{name}.yaml")
+
+    def check(self, name: str) -> list[str] | None:
+        """Open the task's splits (validating them) and return its class names."""
+        if name in self._class_names:
+            return self._class_names[name]
+        if name in self.inline:
+            from divssl.evaluate.tasks import REQUIRED_SPLITS, SPLITS
+
+            doc = self.inline[name]
+            for split in [*REQUIRED_SPLITS]:
+                if split not in doc:
+                    raise ConfigError(f"tasks.{name}.{split}", f"task {name!r} has no {split!r}")
+            for split in doc:
+                if split != "name" and split not in SPLITS:
+                    raise ConfigError(f"tasks.{name}.{split}", "unknown split", SPLITS)
+            pools = {s: self.pools.open(doc[s], f"tasks.{name}.{s}") for s in doc if s != "name"}
+            names = pools["train"].class_names
+        else:
+            from divssl.evaluate.tasks import open_task
+
+            try:
+                names = open_task(self.specs[name]).class_names
+            except ConfigError as exc:
+                from divssl.study.spec import reprefix
+
+                raise reprefix(exc, f"tasks.{name}") from None
+        self._class_names[name] = names
+        return names
+
+
+# ------------------------------------------------------------------------------------- grid
+
+
+def expand_grid(grid: dict[str, Any]) -> list[dict[str, Any]]:
+    """The product of one grid's axes; composition values are ``(name, parts)`` pairs."""
+    axes = list(grid)
+    values = [list(grid[a].items()) if a == "composition" else list(grid[a]) for a in axes]
+    return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def _factors(point: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v[0] if k == "composition" else v) for k, v in point.items()}
+
+
+def _needs_task(parts: list[dict[str, Any]]) -> bool:
+    return any(p.get("prior", "all") in ("in", "out") for p in parts)
+
+
+class _Resolver:
+    """Turns grid points into validated configs with N and C (shared pool/task state)."""
+
+    def __init__(self, study: Study, study_dir: Path) -> None:
+        self.study = study
+        self.study_dir = study_dir
+        self.pools = PoolResolver(study, study_dir)
+        self.tasks = TaskResolver(study, study_dir, self.pools)
+        self.base = nest(study.base)
+        if "out" in self.base:
+            raise ConfigError("base.out", "the study sets each run's folder; remove `out`")
+
+    def prior_task(self) -> str | None:
+        if self.study.prior_task is not None:
+            return self.study.prior_task
+        return next(iter(self.study.tasks), None)
+
+    def parts(self, parts: list[dict[str, Any]], fld: str) -> list[dict[str, Any]]:
+        out = []
+        for i, part in enumerate(parts):
+            part = dict(part)
+            part["pool"] = self.pools.spec_of(str(part.get("pool", "")), f"{fld}[{i}].pool")
+            out.append(part)
+        return out
+
+    def tree(self, point: dict[str, Any]) -> dict[str, Any]:
+        tree = copy.deepcopy(self.base)
+        data = tree.setdefault("data", {})
+        if isinstance(data.get("pool"), str):
+            data["pool"] = self.pools.spec_of(data["pool"], "base.data.pool")
+        if isinstance(data.get("composition"), list):
+            data["composition"] = self.parts(data["composition"], "base.data.composition")
+        for axis, value in point.items():
+            if axis == "normalization":
+                continue
+            if axis == "pool":
+                set_dotted(tree, "data.pool", self.pools.spec_of(value, "grid.pool"))
+            elif axis == "composition":
+                name, parts = value
+                set_dotted(tree, "data.composition", self.parts(parts, f"grid.composition.{name}"))
+            else:
+                set_dotted(tree, axis, value)
+        comp = tree.get("data", {}).get("composition")
+        if comp and _needs_task(comp) and not tree["data"].get("task"):
+            task = self.prior_task()
+            if task is None:
+                raise ConfigError("prior_task", "priors 'in'/'out' need a task; declare `tasks`")
+            tree["data"]["task"] = self.tasks.specs[task]
+        elif isinstance(tree["data"].get("task"), str) and tree["data"]["task"] in self.tasks.specs:
+            tree["data"]["task"] = self.tasks.specs[tree["data"]["task"]]
+        return tree
+
+    def task_classes(self, task_spec: str | None) -> list[str] | None:
+        if task_spec is None:
+            return None
+        for name, spec in self.tasks.specs.items():
+            if spec == task_spec:
+                return self.tasks.check(name)
+        from divssl.evaluate.tasks import open_task
+
+        return open_task(task_spec).class_names
+
+    def pool_size_and_source(self, cfg: Config) -> tuple[int, str]:
+        if cfg.data.composition is not None:
+            from divssl.data.composition import parse_composition, resolve_composition
+
+            comp = parse_composition(cfg.data.composition)
+            classes = self.task_classes(cfg.data.task)
+            resolved = resolve_composition(comp, classes, pools=self.pools.opened)
+            sources = sorted({p.source for p in resolved.parts})
+            return len(resolved), "+".join(sources)
+        pool = self.pools.open(cfg.data.pool)
+        return len(pool), pool.source
+
+    def sizes(self, cfg: Config) -> tuple[int, int, str]:
+        """(N, C, source) of a validated config."""
+        from divssl.data.ordering import subset_size
+
+        total, source = self.pool_size_and_source(cfg)
+        size, fraction = cfg.subset.size, cfg.subset.fraction
+        if size is None and fraction is None:
+            fraction = 1.0
+        n = subset_size(total, size, fraction)
+        c = resolve_images(cfg.budget.images, cfg.budget.epochs, n)
+        return n, c, source
+
+    def config(self, point: dict[str, Any]) -> tuple[Config, int, int, str]:
+        tree = self.tree(point)
+        if point.get("normalization") == "epoch":
+            ref_point = self.reference_point(point)
+            ref_cfg = load_run_config(self.tree(ref_point))
+            n_ref, c_ref, _ = self.sizes(ref_cfg)
+            tree["budget"] = {"epochs": c_ref / n_ref}
+        cfg = load_run_config(tree)
+        n, c, source = self.sizes(cfg)
+        return cfg, n, c, source
+
+    def reference_point(self, point: dict[str, Any]) -> dict[str, Any]:
+        ref = dict(point)
+        ref["normalization"] = "compute"
+        for key, value in (self.study.epoch_reference or {}).items():
+            if key == "composition":
+                comps = self._compositions()
+                if value not in comps:
+                    raise ConfigError("epoch_reference.composition", f"unknown {value!r}", comps)
+                ref["composition"] = (value, comps[value])
+            else:
+                ref[key] = value
+        return ref
+
+    def _compositions(self) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for g in self.study.grid:
+            out.update(g.get("composition", {}))
+        return out
+
+
+# ------------------------------------------------------------------------------ model costs
+
+
+def model_settings(cfg: Config) -> dict[str, Any]:
+    """What determines a run's per-image cost: model, views and method settings."""
+    from divssl.methods import get_method
+
+    method_cls = get_method(cfg.method)
+    return {
+        "method": cfg.method,
+        "backbone": cfg.backbone,
+        "image_size": cfg.image_size,
+        "cifar_stem": cfg.cifar_stem,
+        "preset": cfg.augment.preset or method_cls.augment_preset,
+        "n_local_crops": cfg.augment.n_local_crops,
+        "local_size": cfg.augment.local_size,
+        "method_args": cfg.method_args,
+        "channels_last": cfg.channels_last,
+    }
+
+
+def build_method(cfg: Config, num_classes: int | None, device: torch.device) -> Any:
+    """Backbone + method exactly as :func:`divssl.train.pretrain` builds them."""
+    from divssl.backbones import build_backbone
+    from divssl.methods import get_method
+
+    method_cls = get_method(cfg.method)
+    backbone, feat_dim = build_backbone(cfg.backbone, cfg.image_size, cfg.cifar_stem)
+    classes = num_classes if method_cls.needs_labels else None
+    method = method_cls(backbone, feat_dim, method_cls.Config(**cfg.method_args), classes)
+    return method.to(device)
+
+
+def _preset(cfg: Config) -> Any:
+    from divssl.augment import get_preset
+    from divssl.methods import get_method
+
+    name = cfg.augment.preset or get_method(cfg.method).augment_preset
+    return get_preset(
+        name,
+        cfg.image_size,
+        n_local_crops=cfg.augment.n_local_crops,
+        local_size=cfg.augment.local_size,
+    )
+
+
+_FLOPS_CACHE: dict[str, float] = {}  # per process: presets share their big models
+
+
+def count_model_flops(cfg: Config, num_classes: int | None) -> float:
+    """FLOPs per source image (all views, forward + backward) on CPU, counted once per model."""
+    from divssl.train import count_flops_per_image
+
+    key = json.dumps([model_settings(cfg), num_classes], sort_keys=True)
+    if key not in _FLOPS_CACHE:
+        device = torch.device("cpu")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            method = build_method(cfg, num_classes or 10, device)
+        flops = count_flops_per_image(method, _preset(cfg), cfg.image_size, device)
+        _FLOPS_CACHE[key] = float(flops)
+    return _FLOPS_CACHE[key]
+
+
+# ------------------------------------------------------------------------------------ build
+
+
+def _baselines(
+    study: Study,
+    runs: list[PlannedRun],
+    tasks: TaskResolver,
+    study_dir: Path,
+) -> list[BaselineJob]:
+    out: list[BaselineJob] = []
+    backbones = list(
+        dict.fromkeys(
+            (r.config["backbone"], r.config["image_size"], r.config["cifar_stem"]) for r in runs
+        )
+    )
+    for ev in study.evaluations:
+        if not isinstance(ev, FinetuneEval) or not ev.scratch_seeds:
+            continue
+        ev_dict = {
+            **ev.model_dump(mode="json"),
+            "id": ev.eval_id(),
+            "task_spec": tasks.specs[ev.task],
+        }
+        for (backbone, size, stem), seed in itertools.product(backbones, ev.scratch_seeds):
+            key = {
+                "kind": "scratch",
+                "backbone": backbone,
+                "image_size": size,
+                "cifar_stem": stem,
+                "seed": seed,
+                "evaluation": ev_dict,
+            }
+            job_id = content_hash(key, study_dir)
+            out.append(
+                BaselineJob(
+                    job_id,
+                    ev.task,
+                    tasks.specs[ev.task],
+                    backbone,
+                    size,
+                    stem,
+                    seed,
+                    ev_dict,
+                    str(study_dir / "baselines" / job_id),
+                )
+            )
+    return out
+
+
+def _group_errors(errors: list[tuple[dict[str, Any], ConfigError]]) -> ConfigError:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for factors, exc in errors:
+        grouped.setdefault(str(exc), []).append(factors)
+    lines = []
+    for text, points in grouped.items():
+        shown = "; ".join("{" + describe_point(p) + "}" for p in points[:3])
+        more = f" (+{len(points) - 3} more)" if len(points) > 3 else ""
+        lines.append(f"  {len(points)} run(s) [{shown}{more}]: {text}")
+    first_factors, first = errors[0]
+    fld = f"grid{{{describe_point(first_factors)}}}.{first.field}"
+    total = sum(len(p) for p in grouped.values())
+    return ConfigError(fld, f"{total} grid point(s) are invalid:\n" + "\n".join(lines))
+
+
+def build_plan(
+    study: Study, study_dir: str | Path | None = None, *, count_flops: bool = True
+) -> Plan:
+    """Expand and validate a study into runs (no file is written).
+
+    Args:
+        study: a validated study.
+        study_dir: the study folder (default ``study.out`` or ``runs/<name>``).
+        count_flops: count FLOPs per image of every distinct model.
+
+    Raises:
+        ConfigError: every invalid grid point, reported with its grid values.
+    """
+    root = Path(study_dir) if study_dir is not None else default_study_dir(study)
+    root = root.expanduser().absolute()
+    try:
+        res = _Resolver(study, root)
+        for name in study.tasks:
+            res.tasks.check(name)
+        for name in study.pools:
+            res.pools.spec_of(name, f"pools.{name}")
+    except ConfigError as exc:
+        raise _with_params_hint(exc, study) from None
+    evals = [
+        {**ev.model_dump(mode="json"), "id": ev.eval_id(), "task_spec": res.tasks.specs[ev.task]}
+        for ev in study.evaluations
+    ]
+    gpus = resolve_gpus_per_run(study)
+    runs: list[PlannedRun] = []
+    seen: set[str] = set()
+    errors: list[tuple[dict[str, Any], ConfigError]] = []
+    duplicates = 0
+    models: dict[str, ModelCost] = {}
+    model_cfgs: dict[str, tuple[Config, int | None]] = {}
+    for grid in study.grid:
+        for point in expand_grid(grid):
+            factors = _factors(point)
+            try:
+                cfg, n, c, source = res.config(point)
+            except ConfigError as exc:
+                errors.append((factors, exc))
+                continue
+            resolved = config_to_dict(cfg)
+            resolved.pop("out", None)
+            run_id = content_hash(resolved, root)
+            if run_id in seen:
+                duplicates += 1
+                continue
+            seen.add(run_id)
+            run_dir = root / "runs" / run_id
+            resolved["out"] = str(run_dir)
+            settings = model_settings(cfg)
+            key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+            if key not in models:
+                classes = _num_classes(res, cfg)
+                models[key] = ModelCost(key, settings, float("nan"), classes)
+                model_cfgs[key] = (cfg, classes)
+            budget = Budget(c, n, cfg.batch_size, min_batch=2 * max(1, gpus))
+            runs.append(PlannedRun(
+                id=run_id, factors=factors, config=resolved,
+                pool=point.get("pool") if "pool" in point else _pool_name(study, cfg),
+                composition=point["composition"][0] if "composition" in point else None,
+                source=source, budget_images=c, unique_images=n, epochs=budget.epochs,
+                diversity=budget.diversity, steps=budget.steps, global_batch=cfg.batch_size,
+                normalization="compute" if cfg.budget.images is not None else "epoch",
+                model=key, evaluations=copy.deepcopy(evals),
+            ))  # fmt: skip
+    if errors:
+        raise _group_errors(errors)
+    if count_flops:
+        for key, (cfg, classes) in model_cfgs.items():
+            models[key].flops_per_image = count_model_flops(cfg, classes)
+    plan = Plan(
+        study,
+        root,
+        runs,
+        _baselines(study, runs, res.tasks, root),
+        models,
+        dict(res.pools.specs),
+        dict(res.tasks.specs),
+        res.pools.derived,
+        res.tasks.inline,
+        gpus,
+        duplicates,
+        res.pools.views,
+    )
+    return plan
+
+
+def _with_params_hint(exc: ConfigError, study: Study) -> ConfigError:
+    """A data error of a study with parameters: name them and how to set them."""
+    if not study.params:
+        return exc
+    from divssl.study.spec import reprefix
+
+    shown = ", ".join(f"{k}={v}" for k, v in study.params.items())
+    hint = reprefix(exc, "")
+    return ConfigError(
+        hint.field,
+        f"{str(hint)[len(hint.field) + 2 :]} [study parameters: "
+        f"{shown}; set them with --set NAME=VALUE]",
+    )
+
+
+def _pool_name(study: Study, cfg: Config) -> str | None:
+    if cfg.data.composition is not None:
+        return None
+    for name, entry in study.pools.items():
+        if entry == cfg.data.pool:
+            return name
+    return cfg.data.pool
+
+
+def _num_classes(res: _Resolver, cfg: Config) -> int | None:
+    from divssl.methods import get_method
+
+    if not get_method(cfg.method).needs_labels:
+        return None
+    if cfg.data.composition is not None:
+        names: set[str] = set()
+        for part in cfg.data.composition:
+            names.update(res.pools.open(part["pool"]).class_names or [])
+        return len(names) or None
+    pool = res.pools.open(cfg.data.pool)
+    return len(pool.class_names) if pool.class_names else None
+
+
+def resolve_gpus_per_run(study: Study) -> int:
+    """``resources.gpus_per_run``, or 1 when CUDA is visible here, else 0."""
+    value = study.resources.gpus_per_run
+    if value is None:
+        return 1 if torch.cuda.is_available() else 0
+    if value < 0:
+        raise ConfigError("resources.gpus_per_run", f"must be >= 0, got {value}")
+    return int(value)
+
+
+# -------------------------------------------------------------------------------- throughput
+
+
+def device_name(device: torch.device) -> str:
+    """Human-readable device: the GPU name, or the CPU model and thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    return f"cpu {cpu} x{torch.get_num_threads()} threads"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_throughput(
+    cfg: Config,
+    num_classes: int | None,
+    device: torch.device,
+    batch: int,
+    steps: int = 5,
+    warmup: int = 2,
+) -> tuple[float, list[float]]:
+    """Time real training steps of a config's model: views on the device, forward, backward,
+    optimizer step; synchronised before every clock read, warm-up steps excluded.
+
+    Args:
+        cfg: the run config (model, views, optimizer, precision).
+        num_classes: label count for supervised pretraining.
+        device: where to train.
+        batch: images per step (the per-device batch).
+        steps: timed steps.
+        warmup: untimed steps first (allocation, cuDNN autotuning).
+
+    Returns:
+        Images per second (batch / median step time) and the timed step seconds.
+    """
+    from divssl.augment import make_views
+    from divssl.train import _autocast_dtype, _optim_settings, build_optimizer
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        method = build_method(cfg, num_classes or 10, device)
+        if cfg.channels_last:
+            method = method.to(memory_format=torch.channels_last)
+        opt = build_optimizer(method, cfg, _optim_settings(cfg, type(method).optim_defaults))
+        preset = _preset(cfg)
+        amp = _autocast_dtype(cfg, device)
+        gen = torch.Generator(device=device).manual_seed(0)
+        size = cfg.image_size
+        times: list[float] = []
+        method.train()
+        for step in range(warmup + steps):
+            images = torch.randint(
+                0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=gen, device=device
+            )
+            labels = torch.randint(0, num_classes or 10, (batch,), generator=gen, device=device)
+            _sync(device)
+            t0 = time.perf_counter()
+            views = make_views(images, preset, gen)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                out = method(views, labels, step, warmup + steps)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            opt.step()
+            _sync(device)
+            if step >= warmup:
+                times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    return batch / median, times
+
+
+def _cache_key(model: ModelCost, batch: int, device: torch.device) -> str:
+    parts = [model.settings, batch, device_name(device), torch.__version__]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def measure_plan(
+    plan: Plan, device: str = "auto", steps: int = 5, warmup: int = 2, batch: int | None = None
+) -> dict[str, Any]:
+    """Measure each distinct model's throughput (cached in ``STUDY_DIR/throughput.json``).
+
+    Args:
+        plan: the plan (its models get ``images_per_second``).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        steps: timed steps per model.
+        warmup: untimed steps per model.
+        batch: images per measured step (default: the run's per-device batch).
+
+    Returns:
+        The cache contents.
+    """
+    from divssl.io import atomic_write_json, read_json
+
+    if steps < 1 or warmup < 0:
+        raise ConfigError("--measure-steps", "need at least one timed step and warm-up >= 0")
+    dev = torch.device(
+        "cuda"
+        if device == "auto" and torch.cuda.is_available()
+        else ("cpu" if device == "auto" else device)
+    )
+    path = plan.study_dir / THROUGHPUT_FILE
+    cache: dict[str, Any] = read_json(path) if path.is_file() else {}
+    changed = False
+    for key, model in plan.models.items():
+        run = next(r for r in plan.runs if r.model == key)
+        per_device = max(2, run.global_batch // max(1, plan.gpus_per_run))
+        b = min(batch, per_device) if batch else per_device
+        ck = _cache_key(model, b, dev)
+        if ck not in cache:
+            cfg = Config.model_validate(run.config)
+            ips, times = measure_throughput(cfg, model.num_classes, dev, b, steps, warmup)
+            cache[ck] = {
+                "images_per_second": ips,
+                "step_seconds": times,
+                "batch": b,
+                "device": device_name(dev),
+                "torch": torch.__version__,
+                "settings": model.settings,
+                "measured_at": time.time(),
+            }
+            changed = True
+        entry = cache[ck]
+        model.images_per_second = float(entry["images_per_second"])
+        model.step_seconds = float(statistics.median(entry["step_seconds"]))
+        model.measured_batch = int(entry["batch"])
+        model.device = str(entry["device"])
+    if changed:
+        atomic_write_json(path, cache)
+    return cache
+
+
+# ------------------------------------------------------------------------------------- table
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    if s < 3 * 86400:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} d"
+
+
+def varying_axes(plan: Plan) -> list[str]:
+    """Grid axes whose value differs between runs (other than method and backbone)."""
+    axes: list[str] = []
+    for run in plan.runs:
+        for k in run.factors:
+            if k not in axes and k not in ("method", "backbone"):
+                axes.append(k)
+    return [
+        a for a in axes if len({json.dumps(r.factors.get(a), default=str) for r in plan.runs}) > 1
+    ]
+
+
+def plan_table(plan: Plan) -> Any:
+    """A rich table: each run's method, backbone, varying factors, C, N, E, D, steps, time."""
+    from rich.table import Table
+
+    axes = varying_axes(plan)
+    measured = any(m.images_per_second for m in plan.models.values())
+    table = Table(title=f"study {plan.study.name}: {len(plan.runs)} runs -> {plan.study_dir}")
+    for col in ("#", "run", "method", "backbone", *axes):
+        table.add_column(col)
+    for col in ("C", "N", "E", "D", "steps", "GFLOP/img"):
+        table.add_column(col, justify="right")
+    if measured:
+        table.add_column("est. time", justify="right")
+    for i, run in enumerate(plan.runs):
+        row = [
+            str(i),
+            run.id,
+            run.config["method"],
+            run.config["backbone"],
+            *[
+                run.normalization if a == "normalization" else str(run.factors.get(a, ""))
+                for a in axes
+            ],
+            f"{run.budget_images:,}",
+            f"{run.unique_images:,}",
+            f"{run.epochs:.4g}",
+            f"{run.diversity:.3g}",
+            f"{run.steps:,}",
+            f"{plan.models[run.model].flops_per_image / 1e9:.3g}",
+        ]
+        if measured:
+            row.append(_fmt_seconds(plan.estimated_seconds(run)))
+        table.add_row(*row)
+    return table
+
+
+def plan_summary(plan: Plan) -> list[str]:
+    """Totals and measurement notes, one line each."""
+    lines = [
+        f"runs: {len(plan.runs)}"
+        + (f" ({plan.duplicates} duplicate grid points share a run)" if plan.duplicates else "")
+        + (f", from-scratch baselines: {len(plan.baselines)}" if plan.baselines else ""),
+        f"total images (sum of C): {plan.total_images:,}",
+        f"total pretraining compute: {plan.total_flops / 1e15:.4g} PFLOP",
+    ]
+    total, device = plan.total_seconds, plan.total_device_seconds
+    if total is not None and device is not None:
+        devices = sorted({m.device for m in plan.models.values() if m.device})
+        per_run = f", {plan.gpus_per_run} devices per run" if plan.gpus_per_run > 1 else ""
+        lines.append(
+            f"estimated pretraining time on {', '.join(devices)}: {device / 86400:.4g} "
+            f"device-days ({device / 3600:.4g} device-hours); one run after another"
+            f"{per_run}: {_fmt_seconds(total)} (evaluations not included)"
+        )
+        for m in plan.models.values():
+            s = m.settings
+            lines.append(
+                f"  measured {s['method']}/{s['backbone']} @{s['image_size']}px: "
+                f"{m.images_per_second:,.3g} img/s (batch {m.measured_batch}, median "
+                f"step {m.step_seconds:.3g} s)"
+            )
+    return lines
