@@ -54,8 +54,12 @@ def pretrain(
     from divssl.train import pretrain as run_pretrain
     from divssl.train import read_summary
 
+    from divssl import distributed as dist
+
     cfg = load_config(config, overrides or [])
     run_dir = run_pretrain(cfg, resume=resume)
+    if dist.rank() != 0:  # under torchrun only rank 0 writes and reports the run
+        return
     summary = read_summary(run_dir)
     table = Table(title=f"run {run_dir}")
     table.add_column("field")
