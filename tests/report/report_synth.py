@@ -212,8 +212,14 @@ def spec(sections: list[str] | None = None) -> dict[str, Any]:
             {"kind": "finetune", "task": "world_id", "eval_points": 5, "scratch_seeds": [0, 1]},
         ],
     }
+    out["report"] = {
+        "contrasts": [
+            {"name": "B+A_in vs B", "a": {"composition": "B+A_in_source"}, "b": {"composition": "B"}}
+        ],
+        "contrast_metric": {"eval": "linear", "split": "id", "metric": "top1"},
+    }
     if sections is not None:
-        out["report"] = {"sections": sections}
+        out["report"]["sections"] = sections
     return out
 
 

@@ -18,7 +18,7 @@ from scipy import stats as sps
 from typer.testing import CliRunner
 
 from divssl.errors import ConfigError
-from divssl.report import build_report
+from divssl.report import SECTIONS, build_report
 from divssl.report.cli import app
 
 
@@ -184,5 +184,6 @@ def test_empty_results_note_every_section(tmp_path: Path) -> None:
     pd.DataFrame().to_parquet(root / "results.parquet")
     paths = build_report(root)
     md = paths["markdown"].read_text()
-    assert md.count("> Skipped:") == 7  # every section but the experiment summary
+    # every section but the experiment summary and the findings (contrasts with no data)
+    assert md.count("> Skipped:") == len(SECTIONS) - 2
     assert "| budget C (images) | — |" in md

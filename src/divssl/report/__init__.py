@@ -21,8 +21,19 @@ if TYPE_CHECKING:  # the heavy modules (pandas, matplotlib, torch) load only whe
     from divssl.report.figures import FigureBlock
     from divssl.report.tables import StudyData, TableBlock
 
-SECTIONS = ("summary", "table1", "table2", "table5", "figure3", "figure4", "id_ood", "distances")
+SECTIONS = (
+    "findings",
+    "summary",
+    "table1",
+    "table2",
+    "table5",
+    "figure3",
+    "figure4",
+    "id_ood",
+    "distances",
+)
 SECTION_TITLES = {
+    "findings": "Findings",
     "summary": "Experiment summary",
     "table1": "Diversity at a fixed budget (Table 1-style)",
     "table2": "Pretraining sets x downstream tasks (Table 2-style)",
@@ -33,6 +44,7 @@ SECTION_TITLES = {
     "distances": "Distribution distances",
 }
 SECTION_INTROS = {
+    "findings": "The declared contrasts, each with its interval and whether it is resolved.",
     "summary": "Every factor the study varies and every parameter it holds fixed.",
     "table1": "Probe scores for each number of unique images N (diversity D = N/C) at a fixed "
     "budget C: does more diversity help when the compute is the same?",
@@ -45,6 +57,7 @@ SECTION_INTROS = {
     "distances": "FID / KID / VisualDNA between pools, and their rank correlation with scores.",
 }
 SKIP_REASONS = {
+    "findings": "the study declares no report.contrasts",
     "table1": "no compute-normalized linear-probe or kNN results on an ID split of a plain pool",
     "table2": "needs probe results on at least two downstream tasks or splits",
     "table5": "needs linear-probe results at two or more label fractions",
@@ -96,7 +109,11 @@ def build_sections(data: StudyData, fig_dir: Path, names: list[str]) -> list[Sec
     out = []
     for name in names:
         sec = Section(name, SECTION_TITLES[name], SECTION_INTROS[name])
-        if name == "summary":
+        if name == "findings":
+            from divssl.report.findings import findings
+
+            sec.blocks = findings(data)
+        elif name == "summary":
             sec.blocks = tables.experiment_summary(data)
         elif name in ("table1", "table2", "table5"):
             sec.blocks = getattr(tables, name)(data)

@@ -244,6 +244,8 @@ class ReportSpec(_Strict):
 
     sections: list[str] | None = None
     title: str | None = None
+    contrasts: list[dict[str, Any]] = []  # findings: {name, a: {col: v}, b: {col: v}, paired}
+    contrast_metric: dict[str, Any] = {}  # rows compared, e.g. {eval: linear, metric: top1}
 
 
 class Study(_Strict):
