@@ -143,9 +143,9 @@ def save_figure(fig: Figure, out_dir: Path, key: str) -> tuple[Path, Path]:
     svg_path, png_path = out_dir / f"{key}.svg", out_dir / f"{key}.png"
     with matplotlib.rc_context({**RC, "svg.hashsalt": key}):
         text = io.StringIO()
-        fig.savefig(text, format="svg", metadata={"Date": None})
+        fig.savefig(text, format="svg", metadata={"Date": None}, bbox_inches="tight")
         data = io.BytesIO()
-        fig.savefig(data, format="png", dpi=DPI)
+        fig.savefig(data, format="png", dpi=DPI, bbox_inches="tight")
     atomic_write_text(svg_path, text.getvalue())
     atomic_write_bytes(png_path, data.getvalue())
     return svg_path, png_path
