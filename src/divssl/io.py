@@ -70,5 +70,3 @@ def read_yaml(path: str | Path) -> Any:
     """Read a YAML file with ``yaml.safe_load``."""
     return yaml.safe_load(Path(path).read_text())
 
-
-_atomic_write = atomic_write  # older private name, still used by a few modules

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from divssl.errors import ConfigError
-from divssl.io import _atomic_write, atomic_write_text, read_json
+from divssl.io import atomic_write_bytes, atomic_write_text, read_json
 
 SPLIT_NAMES = {"test": "id", "ood": "ood"}
 METRICS = ("top1", "top5", "macro_f1")
@@ -274,7 +274,7 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     """Parquet, written atomically (serialised in memory, then renamed into place)."""
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False)
-    _atomic_write(path, lambda fh: fh.write(buf.getvalue()), mode="wb")
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def write_results(study_dir: str | Path, plan_doc: dict[str, Any] | None = None) -> pd.DataFrame:
