@@ -50,11 +50,10 @@ def pretrain(
     resume: Annotated[bool, typer.Option(help="continue from the run's last checkpoint")] = False,
 ) -> None:
     """One budgeted pretraining run -> run dir (config.yaml, summary.json, backbone.pt, ...)."""
+    from divssl import distributed as dist
     from divssl.config import load_config
     from divssl.train import pretrain as run_pretrain
     from divssl.train import read_summary
-
-    from divssl import distributed as dist
 
     cfg = load_config(config, overrides or [])
     run_dir = run_pretrain(cfg, resume=resume)

@@ -69,4 +69,3 @@ def read_json(path: str | Path) -> Any:
 def read_yaml(path: str | Path) -> Any:
     """Read a YAML file with ``yaml.safe_load``."""
     return yaml.safe_load(Path(path).read_text())
-

@@ -214,7 +214,11 @@ def spec(sections: list[str] | None = None) -> dict[str, Any]:
     }
     out["report"] = {
         "contrasts": [
-            {"name": "B+A_in vs B", "a": {"composition": "B+A_in_source"}, "b": {"composition": "B"}}
+            {
+                "name": "B+A_in vs B",
+                "a": {"composition": "B+A_in_source"},
+                "b": {"composition": "B"},
+            }
         ],
         "contrast_metric": {"eval": "linear", "split": "id", "metric": "top1"},
     }
