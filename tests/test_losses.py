@@ -23,7 +23,7 @@ def _randn(*shape: int, seed: int = 0, requires_grad: bool = False) -> torch.Ten
     return torch.randn(*shape, generator=gen, dtype=F64).requires_grad_(requires_grad)
 
 
-def _close(actual: torch.Tensor, expected: float | torch.Tensor) -> None:
+def assert_matches(actual: torch.Tensor, expected: float | torch.Tensor) -> None:
     expected_t = torch.as_tensor(expected, dtype=F64)
     torch.testing.assert_close(actual.detach().to(F64), expected_t, rtol=1e-10, atol=1e-10)
 
@@ -152,24 +152,26 @@ def _swav_scores(n: int, k: int = 5, d: int = 7, seed: int = 0) -> torch.Tensor:
 def test_nt_xent_matches_loop_reference() -> None:
     z_a, z_b = _randn(6, 4, seed=0), _randn(6, 4, seed=1)
     for tau in (0.1, 0.5, 1.0):
-        _close(losses.nt_xent(z_a, z_b, tau), _ref_nt_xent(z_a, z_b, tau))
+        assert_matches(losses.nt_xent(z_a, z_b, tau), _ref_nt_xent(z_a, z_b, tau))
 
 
 def test_mocov3_matches_loop_reference() -> None:
     q, k = _randn(7, 5, seed=2), _randn(7, 5, seed=3)
     for tau in (0.2, 1.0):
-        _close(losses.mocov3(q, k, tau), _ref_mocov3(q, k, tau))
+        assert_matches(losses.mocov3(q, k, tau), _ref_mocov3(q, k, tau))
 
 
 def test_byol_matches_reference() -> None:
     p, z = _randn(5, 8, seed=4), _randn(5, 8, seed=5)
-    _close(losses.byol(p, z), _ref_byol(p, z))
+    assert_matches(losses.byol(p, z), _ref_byol(p, z))
 
 
 def test_barlow_twins_matches_algorithm_1() -> None:
     z_a, z_b = _randn(9, 4, seed=6), _randn(9, 4, seed=7)
-    _close(losses.barlow_twins(z_a, z_b, 0.005), _ref_barlow(z_a, z_b, 0.005))
-    _close(losses.barlow_twins(z_a, z_b, 0.1, scale_loss=0.3), 0.3 * _ref_barlow(z_a, z_b, 0.1))
+    assert_matches(losses.barlow_twins(z_a, z_b, 0.005), _ref_barlow(z_a, z_b, 0.005))
+    assert_matches(
+        losses.barlow_twins(z_a, z_b, 0.1, scale_loss=0.3), 0.3 * _ref_barlow(z_a, z_b, 0.1)
+    )
 
 
 def test_barlow_twins_normalisation_is_batchnorm_without_affine() -> None:
@@ -179,13 +181,13 @@ def test_barlow_twins_normalisation_is_batchnorm_without_affine() -> None:
     expected = (torch.diagonal(c) - 1).pow(2).sum() + 0.02 * (
         c.pow(2).sum() - c.diag().pow(2).sum()
     )
-    _close(losses.barlow_twins(z_a, z_b, 0.02), expected)
+    assert_matches(losses.barlow_twins(z_a, z_b, 0.02), expected)
 
 
 def test_vicreg_matches_authors_code() -> None:
     z_a, z_b = _randn(8, 5, seed=8) * 0.7, _randn(8, 5, seed=9) * 1.3
-    _close(losses.vicreg(z_a, z_b, 25.0, 25.0, 1.0), _ref_vicreg(z_a, z_b, 25.0, 25.0, 1.0))
-    _close(losses.vicreg(z_a, z_b, 1.0, 0.0, 0.0), F.mse_loss(z_a, z_b))
+    assert_matches(losses.vicreg(z_a, z_b, 25.0, 25.0, 1.0), _ref_vicreg(z_a, z_b, 25.0, 25.0, 1.0))
+    assert_matches(losses.vicreg(z_a, z_b, 1.0, 0.0, 0.0), F.mse_loss(z_a, z_b))
 
 
 @pytest.mark.parametrize(("n_s", "n_t"), [(2, 2), (4, 2), (3, 1)])
@@ -193,8 +195,10 @@ def test_dino_matches_algorithm_1(n_s: int, n_t: int) -> None:
     s = _randn(n_s, 5, 6, seed=10)
     t = s[:n_t].detach() * 0.5 + _randn(n_t, 5, 6, seed=11) * 0.1
     center = _randn(6, seed=12) * 0.1
-    _close(losses.dino(s, t, center, 0.1, 0.04), _ref_dino(s, t, center, 0.1, 0.04))
-    _close(losses.dino(s, t, center.reshape(1, 6), 0.1, 0.04), _ref_dino(s, t, center, 0.1, 0.04))
+    assert_matches(losses.dino(s, t, center, 0.1, 0.04), _ref_dino(s, t, center, 0.1, 0.04))
+    assert_matches(
+        losses.dino(s, t, center.reshape(1, 6), 0.1, 0.04), _ref_dino(s, t, center, 0.1, 0.04)
+    )
 
 
 def test_dino_two_crops_is_algorithm_1_symmetric_form() -> None:
@@ -204,7 +208,7 @@ def test_dino_two_crops_is_algorithm_1_symmetric_form() -> None:
         q = F.softmax((t_crop - c) / 0.04, dim=1)
         return -(q * F.log_softmax(s_crop / 0.1, dim=1)).sum(dim=1).mean()
 
-    _close(losses.dino(s, t, c, 0.1, 0.04), h(t[0], s[1]) / 2 + h(t[1], s[0]) / 2)
+    assert_matches(losses.dino(s, t, c, 0.1, 0.04), h(t[0], s[1]) / 2 + h(t[1], s[0]) / 2)
 
 
 def test_dino_center_update_matches_official_formula() -> None:
@@ -212,20 +216,20 @@ def test_dino_center_update_matches_official_formula() -> None:
     expected = c * 0.9 + t.reshape(10, 6).mean(0, keepdim=True) * 0.1
     new = losses.dino_center_update(c, t, 0.9)
     assert new.shape == c.shape
-    _close(new, expected)
+    assert_matches(new, expected)
 
 
 def test_sinkhorn_matches_paper_pseudo_code() -> None:
     scores = _swav_scores(10)
     for iters in (1, 3, 7):
         codes = losses.sinkhorn(scores, 0.05, iters)
-        _close(codes, torch.from_numpy(_ref_sinkhorn(scores.numpy(), 0.05, iters)))
+        assert_matches(codes, torch.from_numpy(_ref_sinkhorn(scores.numpy(), 0.05, iters)))
 
 
 def test_swav_matches_paper_pseudo_code() -> None:
     s_a, s_b = _swav_scores(8, seed=18), _swav_scores(8, seed=19)
-    _close(losses.swav(s_a, s_b), _ref_swav(s_a, s_b, 0.1, 0.05, 3))
-    _close(losses.swav(s_a, s_b, 0.2, 0.1, 5), _ref_swav(s_a, s_b, 0.2, 0.1, 5))
+    assert_matches(losses.swav(s_a, s_b), _ref_swav(s_a, s_b, 0.1, 0.05, 3))
+    assert_matches(losses.swav(s_a, s_b, 0.2, 0.1, 5), _ref_swav(s_a, s_b, 0.2, 0.1, 5))
 
 
 def test_swav_queue_rows_join_sinkhorn_and_first_rows_are_kept() -> None:
@@ -243,7 +247,7 @@ def test_swav_queue_rows_join_sinkhorn_and_first_rows_are_kept() -> None:
         ).mean()
     )
     got = losses.swav(s_a, s_b, queue_a=q_a, queue_b=q_b)
-    _close(got, expected)
+    assert_matches(got, expected)
     assert not torch.isclose(got, losses.swav(s_a, s_b))
 
 
@@ -252,11 +256,11 @@ def test_swav_queue_rows_join_sinkhorn_and_first_rows_are_kept() -> None:
 
 def test_symmetric_losses() -> None:
     a, b = _randn(6, 4, seed=24), _randn(6, 4, seed=25)
-    _close(losses.nt_xent(a, b, 0.3), losses.nt_xent(b, a, 0.3))
-    _close(losses.barlow_twins(a, b, 0.01), losses.barlow_twins(b, a, 0.01))
-    _close(losses.vicreg(a, b, 25.0, 25.0, 1.0), losses.vicreg(b, a, 25.0, 25.0, 1.0))
+    assert_matches(losses.nt_xent(a, b, 0.3), losses.nt_xent(b, a, 0.3))
+    assert_matches(losses.barlow_twins(a, b, 0.01), losses.barlow_twins(b, a, 0.01))
+    assert_matches(losses.vicreg(a, b, 25.0, 25.0, 1.0), losses.vicreg(b, a, 25.0, 25.0, 1.0))
     s_a, s_b = _swav_scores(6, seed=26), _swav_scores(6, seed=27)
-    _close(losses.swav(s_a, s_b), losses.swav(s_b, s_a))
+    assert_matches(losses.swav(s_a, s_b), losses.swav(s_b, s_a))
 
 
 def test_batch_permutation_invariance() -> None:
@@ -271,11 +275,13 @@ def test_batch_permutation_invariance() -> None:
         "vicreg": lambda x, y: losses.vicreg(x, y, 25.0, 25.0, 1.0),
     }
     for fn in pairs.values():
-        _close(fn(a[perm], b[perm]), fn(a, b))
+        assert_matches(fn(a[perm], b[perm]), fn(a, b))
     s_a, s_b = _swav_scores(7, seed=30), _swav_scores(7, seed=31)
-    _close(losses.swav(s_a[perm], s_b[perm]), losses.swav(s_a, s_b))
+    assert_matches(losses.swav(s_a[perm], s_b[perm]), losses.swav(s_a, s_b))
     s, t, c = _randn(3, 7, 5, seed=32), _randn(2, 7, 5, seed=33), _randn(5, seed=34)
-    _close(losses.dino(s[:, perm], t[:, perm], c, 0.1, 0.04), losses.dino(s, t, c, 0.1, 0.04))
+    assert_matches(
+        losses.dino(s[:, perm], t[:, perm], c, 0.1, 0.04), losses.dino(s, t, c, 0.1, 0.04)
+    )
 
 
 def test_mocov3_aligned_well_separated_is_near_zero() -> None:
@@ -286,9 +292,9 @@ def test_mocov3_aligned_well_separated_is_near_zero() -> None:
 
 def test_byol_of_identical_inputs_is_zero_and_bounded() -> None:
     x = _randn(5, 4, seed=35)
-    _close(losses.byol(x, x), 0.0)
-    _close(losses.byol(x, 2.5 * x), 0.0)
-    _close(losses.byol(x, -x), 4.0)
+    assert_matches(losses.byol(x, x), 0.0)
+    assert_matches(losses.byol(x, 2.5 * x), 0.0)
+    assert_matches(losses.byol(x, -x), 4.0)
 
 
 def test_barlow_twins_zero_when_correlation_is_identity() -> None:
