@@ -196,3 +196,33 @@ def test_standalone_run_logs_to_a_local_mlflow_store(tmp_path):
     history = client.get_metric_history(runs[0].info.run_id, "pretrain/loss")
     assert [m.step for m in history] == [1, 2, 3, 4, 5]
     assert run.name in runs[0].info.run_name
+
+
+def test_composition_run_saves_resolved_parts(tmp_path):
+    import yaml as _yaml
+
+    parts = [
+        {"name": "B", "pool": "world:classes=4:per_class=20:size=16:seed=0", "size": 30, "seed": 0},
+        {
+            "name": "A_out",
+            "pool": "world:classes=4:per_class=20:size=16:seed=0:class_offset=4",
+            "size": 30,
+            "prior": "out",
+            "seed": 1,
+        },
+    ]
+    f = tmp_path / "exp.yaml"
+    f.write_text(
+        _yaml.safe_dump(
+            {"data": {"composition": parts, "task": "world:classes=4:per_class=10:size=16:seed=0"}}
+        )
+    )
+    cfg = load_config(
+        f, ["budget.images=64", "batch_size=32", "tracking=none", f"out={tmp_path / 'run'}"]
+    )
+    run = pretrain(cfg)
+    s = read_json(run / "summary.json")
+    assert s["unique_images"] == 60 and s["images_seen"] == 64
+    assert s["pool"] == "composition"
+    comp = read_json(run / "composition.json")
+    assert [len(p["indices"]) for p in comp["parts"]] == [30, 30]

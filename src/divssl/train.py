@@ -571,7 +571,7 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
     summary_base = {
         "method": cfg.method,
         "backbone": cfg.backbone,
-        "pool": cfg.data.pool,
+        "pool": cfg.data.pool if cfg.data.composition is None else "composition",
         "pool_manifest": prep.ordering_record["pool_manifest"],
         "ordering_hash": prep.ordering_record["hash"],
         "budget_images": budget.images,
