@@ -7,8 +7,8 @@
   method/backbone with its 95% band (Fig. 4).
 * :func:`id_ood_figure`: fine-tuned models on logit-scaled ID and OOD axes with the baseline
   trend of models trained from scratch (:func:`~divssl.evaluate.robustness.fit_baseline`) and its
-  bootstrap band (:func:`~divssl.evaluate.robustness.bootstrap_band`), effective robustness in
-  the legend (Ramanujan et al. 2023; Taori et al. 2020).
+  95% OLS t-interval band (:func:`~divssl.evaluate.robustness.bootstrap_band`), effective
+  robustness in the legend (Ramanujan et al. 2023; Taori et al. 2020).
 * :func:`distance_figure`: distance between pretraining set and task vs downstream score, with
   Spearman's rank correlation (``scipy.stats.spearmanr``) and n in the title (paper Table 3).
 
@@ -548,7 +548,7 @@ def id_ood_figure(
     n_resamples: int = 1000,
     factors: Sequence[str] = (),
 ) -> FigureBlock:
-    """Scatter of ID vs OOD scores on logit axes with the baseline trend and its bootstrap band.
+    """Scatter of ID vs OOD scores on logit axes with the baseline trend and its t-interval band.
 
     Args:
         points: from :func:`~divssl.report.tables.finetune_points` (id, ood in [0, 1]).
@@ -557,7 +557,7 @@ def id_ood_figure(
         task: task name.
         metric: score name.
         out_dir: figure folder.
-        n_resamples: bootstrap resamples of the band.
+        n_resamples: bootstrap resamples (only for a percentile band; the default t band has none).
         factors: extra grid factors that name conditions.
     """
     clip = 1e-3
@@ -567,30 +567,37 @@ def id_ood_figure(
     lo, hi = special.expit(t.min() - pad), special.expit(t.max() + pad)
     base = points[points["baseline"].astype(bool)]
     grid = special.expit(np.linspace(special.logit(lo), special.logit(hi), 120))
-    band = bootstrap_band(
-        base["id"].to_numpy(),
-        base["ood"].to_numpy(),
-        grid,
-        n_resamples=n_resamples,
-        seed=0,
-        transform=baseline.transform,
+    # The t-interval needs m - 2 >= 1 degrees of freedom: with two baseline models only the
+    # line is drawn (the caption says so).
+    band = (
+        bootstrap_band(
+            base["id"].to_numpy(),
+            base["ood"].to_numpy(),
+            grid,
+            n_resamples=n_resamples,
+            seed=0,
+            transform=baseline.transform,
+        )
+        if len(base) >= 3
+        else None
     )
     fig = new_figure(8.0, 4.6)
     ax = fig.subplots()
     ax.set_xscale("logit")
     ax.set_yscale("logit")
-    ax.fill_between(
-        band.grid,
-        band.low,
-        band.high,
-        color=BASELINE_COLOR,
-        alpha=0.25,
-        linewidth=0,
-        label=f"baseline trend, {band.level:.0%} bootstrap band ({band.n_resamples} resamples)",
-    )
+    if band is not None:
+        ax.fill_between(
+            band.grid,
+            band.low,
+            band.high,
+            color=BASELINE_COLOR,
+            alpha=0.25,
+            linewidth=0,
+            label=f"baseline trend, {band.describe()}",
+        )
     ax.plot(
-        band.grid,
-        band.center,
+        grid,
+        baseline.predict(grid),
         color=COMPUTE_COLOR,
         linewidth=1.3,
         label=f"baseline trend ({baseline.transform} fit, n={baseline.n_models} points)",
@@ -654,9 +661,14 @@ def id_ood_figure(
         f"Each point is one evaluation point of one fine-tuning run on {task} ({name}, both axes "
         f"logit-scaled). Grey crosses: models fine-tuned from scratch, which define the baseline "
         f"trend (least-squares line in {baseline.transform} space, n = {baseline.n_models} "
-        f"points) and its {band.level:.0%} bootstrap band over baseline models. Legend: "
-        f"effective robustness (ER, percentage points above the trend) per pretraining "
-        f"condition, mean ± 95% interval over runs with n = runs."
+        f"points) and "
+        + (
+            f"its pointwise {band.describe()} (m - 2 degrees of freedom). Legend: "
+            if band is not None
+            else "no band (a band needs at least 3 baseline models). Legend: "
+        )
+        + "effective robustness (ER, percentage points above the trend) per pretraining "
+        "condition, mean ± 95% interval over runs with n = runs."
     )
     return FigureBlock(key, f"ID vs OOD after fine-tuning: {task} ({name})", caption, svg, png)
 
