@@ -75,6 +75,9 @@ def test_cli_world_pools_table_and_json(tmp_path: Path, run_dir: Path) -> None:
     assert abs(saved["metrics"]["fid"]["values"][0][0]) < 1e-3
     assert saved["metrics"]["vdna"]["values"][0][0] == 0.0
     assert len(saved["metrics"]["vdna"]["per_layer"]) == 4
+    # VisualDNA's ranges come from the declared reference pool (default: the first --a).
+    assert saved["vdna_reference"]["spec"] == f"{WORLD}:shift=0"
+    assert saved["metrics"]["vdna"]["params"]["reference"] == f"{WORLD}:shift=0"
 
 
 def test_cli_csv_output(tmp_path: Path, run_dir: Path) -> None:

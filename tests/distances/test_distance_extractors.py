@@ -17,10 +17,12 @@ from divssl.data.pool import ArrayPool, CorruptImage
 from divssl.distances import extractors as ext_module
 from divssl.distances import get_extractor
 from divssl.distances.extractors import clean_resize
+from divssl.distances.metrics import vdna, vdna_ranges
 from divssl.distances.pipeline import (
     distance_matrix,
     parse_metrics,
     pool_features,
+    reference_ranges,
     sample_indices,
     tables_to_csv,
 )
@@ -299,3 +301,42 @@ def test_distance_matrix_and_csv(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         parse_metrics("fid,lpips")
     assert err.value.field == "metric" and err.value.choices == ["fid", "kid", "vdna"]
+
+
+def test_vdna_reference_ranges_cached_and_shared_by_every_pair(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    counting = _CountingExtractor(get_extractor(f"run:{make_run_dir(tmp_path / 'run')}"))
+    ref = ArrayPool(rng.integers(0, 256, (30, 16, 16, 3), dtype=np.uint8), spec="ref")
+    bright = ArrayPool(rng.integers(128, 256, (30, 16, 16, 3), dtype=np.uint8), spec="bright")
+    dark = ArrayPool(rng.integers(0, 128, (30, 16, 16, 3), dtype=np.uint8), spec="dark")
+    ranges = reference_ranges(ref, counting, max_images=30, seed=0)
+    acts = pool_features(ref, counting, 30, 0, with_acts=True).acts
+    assert set(ranges) == set(counting.layers)
+    for layer, value in vdna_ranges(acts).items():
+        np.testing.assert_array_equal(ranges[layer], value)
+    seen = counting.seen
+    again = reference_ranges(ref, counting, max_images=30, seed=0)
+    assert counting.seen == seen  # served from the vdna-ranges cache
+    np.testing.assert_array_equal(again[counting.layers[0]], ranges[counting.layers[0]])
+    feats = {p.spec: pool_features(p, counting, 30, 0, with_acts=True) for p in (bright, dark)}
+    tables = distance_matrix(
+        {"bright": feats["bright"], "dark": feats["dark"]},
+        {"dark": feats["dark"]},
+        ["vdna"],
+        vdna_bins=20,
+        vdna_fixed_ranges=ranges,
+        vdna_reference="ref",
+    )
+    table = tables["vdna"]
+    assert table.params == {"bins": 20, "reference": "ref"}
+    # Every cell is in the reference's units, whichever pair it compares.
+    expected = vdna(feats["bright"].acts, feats["dark"].acts, 20, ranges).mean
+    assert table.values[0, 0] == pytest.approx(expected, rel=1e-12)
+    assert table.values[1, 0] == 0.0
+    # Without declared ranges the first row pool is the reference, and the table says so.
+    default = distance_matrix(
+        {"bright": feats["bright"]}, {"dark": feats["dark"]}, ["vdna"], vdna_bins=20
+    )
+    assert default["vdna"].params["reference"] == "bright"
+    own = vdna(feats["bright"].acts, feats["dark"].acts, 20, vdna_ranges(feats["bright"].acts))
+    assert default["vdna"].values[0, 0] == pytest.approx(own.mean, rel=1e-12)

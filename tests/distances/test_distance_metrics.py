@@ -10,6 +10,7 @@ import scipy.stats
 
 from divssl.distances import fid, frechet_distance, kid, rank_correlation, vdna
 from divssl.distances import metrics as metrics_module
+from divssl.distances.metrics import VDNA_RANGE_SCALE, vdna_ranges
 
 
 def _random_rotation(d: int, rng: np.random.Generator) -> np.ndarray:
@@ -249,6 +250,78 @@ def test_vdna_errors() -> None:
         vdna(x, {"l": np.zeros((4, 3))})
     with pytest.raises(ValueError):
         vdna(x, x, bins=1)
+
+
+# Reference for fixed ranges: bramtoula/vdna, src/vdna/utils/settings.py
+# (range_scale_for_norm_params = 1.2) and src/vdna/networks/feature_extraction_model.py
+# (mins_per_neuron * range_scale, maxs_per_neuron * range_scale).
+LIBRARY_RANGE_SCALE = 1.2
+
+
+def test_vdna_range_scale_matches_the_library() -> None:
+    assert VDNA_RANGE_SCALE == LIBRARY_RANGE_SCALE
+
+
+def test_vdna_ranges_are_scaled_reference_min_max_or_quantiles() -> None:
+    rng = np.random.default_rng(11)
+    ref = {"a": rng.normal(size=(200, 3)), "b": rng.gamma(2.0, size=(50, 2, 4))}
+    ranges = vdna_ranges(ref)
+    np.testing.assert_array_equal(ranges["a"][0], 1.2 * ref["a"].min(axis=0))
+    np.testing.assert_array_equal(ranges["a"][1], 1.2 * ref["a"].max(axis=0))
+    # (N, C, S): every position is a sample of its neuron.
+    np.testing.assert_array_equal(ranges["b"][1], 1.2 * ref["b"].max(axis=(0, 2)))
+    robust = vdna_ranges(ref, quantile=0.01)
+    np.testing.assert_allclose(robust["a"][0], 1.2 * np.quantile(ref["a"], 0.01, axis=0))
+    np.testing.assert_allclose(robust["a"][1], 1.2 * np.quantile(ref["a"], 0.99, axis=0))
+    with pytest.raises(ValueError):
+        vdna_ranges(ref, quantile=0.5)
+    with pytest.raises(ValueError):
+        vdna_ranges({})
+
+
+def test_vdna_with_fixed_ranges_clamps_and_matches_numpy_histograms() -> None:
+    rng = np.random.default_rng(12)
+    bins = 40
+    a = {"l": rng.normal(size=(300, 3))}
+    b = {"l": rng.normal(0.7, 1.5, size=(260, 3))}
+    ranges = {"l": np.array([[-1.5, -2.0, -1.0], [1.5, 2.5, 1.0]])}
+    res = vdna(a, b, bins=bins, ranges=ranges)
+    assert res.fixed_ranges
+    support = np.arange(bins, dtype=float)
+    for j in range(3):
+        lo, hi = ranges["l"][:, j]
+        # The library clamps into the range before binning (torch.clamp).
+        ha, _ = np.histogram(np.clip(a["l"][:, j], lo, hi), bins=bins, range=(lo, hi))
+        hb, _ = np.histogram(np.clip(b["l"][:, j], lo, hi), bins=bins, range=(lo, hi))
+        ref = scipy.stats.wasserstein_distance(support, support, ha, hb)
+        assert res.per_neuron["l"][j] == pytest.approx(ref, rel=1e-9, abs=1e-12)
+
+
+def test_one_outlier_image_does_not_shrink_the_fixed_range_distance() -> None:
+    # Issue 10: with the pair's joint min / max one outlier image shrank the distance ~8x.
+    rng = np.random.default_rng(13)
+    c = 16
+    reference = {"l": rng.normal(size=(2000, c))}
+    a = {"l": rng.normal(size=(500, c))}
+    b = {"l": rng.normal(0.5, 1.0, size=(500, c))}
+    b_outlier = {"l": np.concatenate([b["l"], np.full((1, c), 40.0)])}
+    ranges = vdna_ranges(reference)
+    clean = vdna(a, b, ranges=ranges).mean
+    with_outlier = vdna(a, b_outlier, ranges=ranges).mean
+    assert with_outlier == pytest.approx(clean, rel=0.05)
+    # The pair-dependent joint range (the old behaviour) is shrunk several-fold by it.
+    joint_clean, joint_outlier = vdna(a, b).mean, vdna(a, b_outlier).mean
+    assert joint_outlier < joint_clean / 3
+
+
+def test_vdna_bad_ranges() -> None:
+    x = {"l": np.zeros((4, 2))}
+    with pytest.raises(ValueError, match="no layer"):
+        vdna(x, x, ranges={"m": np.zeros((2, 2))})
+    with pytest.raises(ValueError, match="shape"):
+        vdna(x, x, ranges={"l": np.zeros((2, 3))})
+    with pytest.raises(ValueError, match="lower <= upper"):
+        vdna(x, x, ranges={"l": np.array([[1.0, 0.0], [0.0, 1.0]])})
 
 
 # --------------------------------------------------------------------------- rank correlation

@@ -110,6 +110,7 @@ def run_distance(
     batch_size: int = 64,
     device: str = "cpu",
     console: Console | None = None,
+    vdna_reference: str | None = None,
 ) -> dict[str, Any]:
     """Validate, extract (cached), compute, print and save; returns the saved JSON object.
 
@@ -118,7 +119,12 @@ def run_distance(
     """
     from divssl.data.pool import open_pool
     from divssl.distances.extractors import get_extractor
-    from divssl.distances.pipeline import distance_matrix, pool_features, tables_to_csv
+    from divssl.distances.pipeline import (
+        distance_matrix,
+        pool_features,
+        reference_ranges,
+        tables_to_csv,
+    )
     from divssl.io import atomic_write_json, atomic_write_text
 
     console = console or Console()
@@ -127,9 +133,14 @@ def run_distance(
     )
     specs = list(dict.fromkeys([*a, *b]))
     pools = {s: open_pool(s, field="a" if s in a else "b") for s in specs}
+    with_acts = "vdna" in metrics
+    # VisualDNA bins over fixed ranges of a declared reference pool (default: the first --a).
+    reference = vdna_reference or a[0]
+    ref_pool = None
+    if with_acts:
+        ref_pool = pools.get(reference) or open_pool(reference, field="vdna_reference")
     layer_list = [x.strip() for x in layers.split(",") if x.strip()] if layers else None
     ext = get_extractor(extractor, weights, input_size=input_size, layers=layer_list, device=device)
-    with_acts = "vdna" in metrics
     feats = {}
     with Progress(
         TextColumn("{task.description}"),
@@ -150,6 +161,9 @@ def run_distance(
                 batch_size,
                 progress=lambda n, task=task: progress.advance(task, n),
             )
+        ranges = None
+        if ref_pool is not None:
+            ranges = reference_ranges(ref_pool, ext, max_images, seed, batch_size)
     tables = distance_matrix(
         {s: feats[s] for s in dict.fromkeys(a)},
         {s: feats[s] for s in dict.fromkeys(b)},
@@ -158,6 +172,8 @@ def run_distance(
         kid_subset_size=kid_subset_size,
         vdna_bins=vdna_bins,
         seed=seed,
+        vdna_fixed_ranges=ranges,
+        vdna_reference=reference,
     )
     render_tables(tables, console)
     result = {
@@ -179,6 +195,8 @@ def run_distance(
         },
         "metrics": {m: t.to_dict() for m, t in tables.items()},
     }
+    if ref_pool is not None:
+        result["vdna_reference"] = {"spec": reference, "manifest_hash": ref_pool.manifest_hash()}
     if out.suffix.lower() == ".csv":
         atomic_write_text(out, tables_to_csv(tables))
     else:
@@ -218,6 +236,11 @@ def distance(
     vdna_bins: int = typer.Option(1000, "--vdna-bins"),
     batch_size: int = typer.Option(64, "--batch-size"),
     device: str = typer.Option("cpu", "--device"),
+    vdna_reference: str | None = typer.Option(
+        None,
+        "--vdna-reference",
+        help="Pool whose activations fix VisualDNA's per-neuron ranges (default: first --a).",
+    ),
 ) -> None:
     """FID / KID / VisualDNA between every --a pool and every --b pool."""
     run_distance(
@@ -236,4 +259,5 @@ def distance(
         vdna_bins,
         batch_size,
         device,
+        vdna_reference=vdna_reference,
     )

@@ -7,7 +7,8 @@
   polynomial kernel ``k(x, y) = (xᵀy / d + 1)³``, averaged over random subsets as in clean-fid and
   torch-fidelity.
 * :func:`vdna` — VisualDNA (Ramtoula et al. 2023): per-neuron activation histograms compared with
-  the 1-D Earth Mover's Distance, averaged over all neurons of all layers.
+  the 1-D Earth Mover's Distance, averaged over all neurons of all layers, binned over a fixed
+  per-neuron range from a reference pool (:func:`vdna_ranges`) so that distances share units.
 * :func:`rank_correlation` — Spearman's rho between distances and downstream accuracies (the SSL
   diversity paper's claim that lower distance goes with higher accuracy, as a number).
 
@@ -246,6 +247,15 @@ def kid(
 # --------------------------------------------------------------------------- VisualDNA
 
 
+# The VisualDNA library (bramtoula/vdna) bins every neuron over a fixed range computed once on a
+# reference dataset: ExtractionSettings.range_scale_for_norm_params = 1.2
+# (src/vdna/utils/settings.py), applied as [1.2 * min, 1.2 * max] of each neuron's reference
+# activations by get_pre_hist_norm_params_from_min_max (src/vdna/networks/
+# feature_extraction_model.py, `mins_per_neuron[...] * range_scale`), with values clamped into
+# the range before binning (histogram_per_channel, src/vdna/utils/stats.py, `torch.clamp`).
+VDNA_RANGE_SCALE = 1.2
+
+
 @dataclass(frozen=True)
 class VDNAResult:
     """VisualDNA Earth Mover's Distances.
@@ -256,12 +266,65 @@ class VDNAResult:
         per_layer: mean EMD over the neurons of each layer.
         per_neuron: EMD of every neuron, shape (C,) per layer.
         bins: histogram bins per neuron.
+        fixed_ranges: ``True`` when binned over given reference ranges, ``False`` for the
+            pair's own joint min / max.
     """
 
     mean: float
     per_layer: dict[str, float]
     per_neuron: dict[str, np.ndarray] = field(repr=False)
     bins: int
+    fixed_ranges: bool = False
+
+
+def vdna_ranges(
+    acts: Mapping[str, np.ndarray], scale: float = VDNA_RANGE_SCALE, quantile: float = 0.0
+) -> dict[str, np.ndarray]:
+    """Fixed per-neuron histogram ranges from a reference pool's activations.
+
+    As the VisualDNA library: ``[scale * min, scale * max]`` per neuron (scale 1.2). Note that this
+    scales the values, not the width around the centre: a neuron whose reference minimum is
+    positive gets a lower edge above that minimum, and smaller values are clamped into the first
+    bin, exactly as in the library. ``quantile = q > 0`` replaces min / max by the q and 1 - q
+    quantiles (robust to outlier images in the reference pool itself).
+
+    Args:
+        acts: layer -> reference activations (N, C) or (N, C, S) (every position a sample).
+        scale: multiplier of both edges (library: 1.2).
+        quantile: 0 for min / max, else the lower quantile q in (0, 0.5).
+
+    Returns:
+        layer -> (2, C) float64 array, row 0 the lower edges, row 1 the upper edges.
+
+    Raises:
+        ValueError: no layers, bad activations, ``scale <= 0`` or ``quantile`` not in [0, 0.5).
+    """
+    if not acts:
+        raise ValueError("vdna_ranges needs at least one layer")
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    if not 0.0 <= quantile < 0.5:
+        raise ValueError(f"quantile must be in [0, 0.5), got {quantile}")
+    out: dict[str, np.ndarray] = {}
+    for layer, value in acts.items():
+        x = _neuron_samples(value, f"acts[{layer!r}]")
+        if quantile == 0.0:
+            lo, hi = x.min(axis=0), x.max(axis=0)
+        else:
+            lo, hi = np.quantile(x, [quantile, 1.0 - quantile], axis=0)
+        out[layer] = np.stack([lo, hi]).astype(np.float64) * scale
+    return out
+
+
+def _check_ranges(ranges: Mapping[str, np.ndarray], layer: str, width: int) -> np.ndarray:
+    if layer not in ranges:
+        raise ValueError(f"ranges has no layer {layer!r} (has {sorted(ranges)})")
+    r = np.asarray(ranges[layer], dtype=np.float64)
+    if r.shape != (2, width):
+        raise ValueError(f"ranges[{layer!r}] must have shape (2, {width}), got {r.shape}")
+    if not np.isfinite(r).all() or np.any(r[0] > r[1]):
+        raise ValueError(f"ranges[{layer!r}] must be finite with lower <= upper edges")
+    return r
 
 
 def _neuron_samples(acts: np.ndarray, name: str) -> np.ndarray:
@@ -326,15 +389,24 @@ def histogram_emd(hist_a: np.ndarray, hist_b: np.ndarray) -> np.ndarray:
 
 
 def vdna(
-    acts_a: Mapping[str, np.ndarray], acts_b: Mapping[str, np.ndarray], bins: int = 1000
+    acts_a: Mapping[str, np.ndarray],
+    acts_b: Mapping[str, np.ndarray],
+    bins: int = 1000,
+    ranges: Mapping[str, np.ndarray] | None = None,
 ) -> VDNAResult:
     """VisualDNA distance: per-neuron histogram EMD averaged over neurons.
 
     For every neuron, both datasets' activations are binned into ``bins`` equal-width bins over
-    the neuron's shared range (min / max over both datasets); the two normalised histograms are
-    compared with the 1-D EMD in bin units (:func:`histogram_emd`), then averaged over neurons.
-    The shared range replaces the VDNA library's fixed ranges precomputed on a reference corpus,
-    which are not available offline; it makes the distance symmetric and scale-free.
+    the neuron's range, values outside it clamped into the end bins; the two normalised
+    histograms are compared with the 1-D EMD in bin units (:func:`histogram_emd`), then averaged
+    over neurons.
+
+    The range should be fixed per extractor and layer (``ranges``, from :func:`vdna_ranges` on a
+    declared reference pool, as the VDNA library does), so that every distance of a study is in
+    the same units and one outlier image cannot stretch the bins. Without ``ranges`` the pair's
+    own joint min / max is used: then the units depend on the pair compared and a single outlier
+    shrinks the distance several-fold (kept for backward compatibility; the distance pipeline
+    always passes reference ranges).
 
     Activations are ``(N, C)`` per image (the extractors spatially average conv maps and average
     ViT tokens per image) or ``(N, C, S)``, where every one of the S positions counts as a sample
@@ -344,12 +416,14 @@ def vdna(
         acts_a: layer name -> activations of dataset A.
         acts_b: layer name -> activations of dataset B (same layers and widths).
         bins: histogram bins per neuron (>= 2).
+        ranges: layer -> (2, C) lower / upper edges per neuron (:func:`vdna_ranges`); ``None``
+            for the pair's joint min / max.
 
     Returns:
         Overall mean EMD, per-layer means and per-neuron values.
 
     Raises:
-        ValueError: different layers, widths, no layers, or ``bins < 2``.
+        ValueError: different layers, widths, no layers, ``bins < 2`` or bad ``ranges``.
     """
     if bins < 2:
         raise ValueError(f"bins must be >= 2, got {bins}")
@@ -361,8 +435,11 @@ def vdna(
         b = _neuron_samples(acts_b[layer], f"acts_b[{layer!r}]")
         if a.shape[1] != b.shape[1]:
             raise ValueError(f"layer {layer!r}: widths differ, {a.shape[1]} vs {b.shape[1]}")
-        lo = np.minimum(a.min(axis=0), b.min(axis=0)).astype(np.float64)
-        hi = np.maximum(a.max(axis=0), b.max(axis=0)).astype(np.float64)
+        if ranges is not None:
+            lo, hi = _check_ranges(ranges, layer, a.shape[1])
+        else:
+            lo = np.minimum(a.min(axis=0), b.min(axis=0)).astype(np.float64)
+            hi = np.maximum(a.max(axis=0), b.max(axis=0)).astype(np.float64)
         per_neuron[layer] = histogram_emd(
             neuron_histograms(a, lo, hi, bins), neuron_histograms(b, lo, hi, bins)
         )
@@ -372,6 +449,7 @@ def vdna(
         per_layer={k: float(v.mean()) for k, v in per_neuron.items()},
         per_neuron=per_neuron,
         bins=bins,
+        fixed_ranges=ranges is not None,
     )
 
 

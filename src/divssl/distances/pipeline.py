@@ -6,6 +6,11 @@ extractor and caches the arrays under ``$DIVSSL_CACHE/distance-features`` keyed 
 identity (architecture, weights hash, input size, layers), the pool's manifest hash,
 ``max_images``, ``seed`` and whether activations were kept. :func:`distance_matrix` computes every
 (a, b) pair for each metric, reusing one feature set per pool.
+
+VisualDNA bins every neuron over a fixed range per extractor and layer, computed once from a
+declared *reference pool* (:func:`reference_ranges`: ``[1.2 min, 1.2 max]`` of its activations, as
+the VisualDNA library) and cached beside the features under ``$DIVSSL_CACHE/vdna-ranges``, so every
+VisualDNA distance computed with that reference is in the same units.
 """
 
 from __future__ import annotations
@@ -21,11 +26,19 @@ import numpy as np
 from divssl.cache import cache_key, cache_root, cached_arrays
 from divssl.data.pool import CorruptImage, Pool
 from divssl.distances.extractors import Extractor
-from divssl.distances.metrics import frechet_distance, gaussian_stats, kid, vdna
+from divssl.distances.metrics import (
+    VDNA_RANGE_SCALE,
+    frechet_distance,
+    gaussian_stats,
+    kid,
+    vdna,
+    vdna_ranges,
+)
 from divssl.errors import ConfigError
 
 METRICS = ("fid", "kid", "vdna")
 CACHE_NAMESPACE = "distance-features"
+RANGES_NAMESPACE = "vdna-ranges"
 _CACHE_VERSION = 1
 _ACT_PREFIX = "act:"
 
@@ -165,6 +178,43 @@ def pool_features(
     return PoolFeatures(arrays["features"], acts, arrays["indices"], len(indices))
 
 
+def reference_ranges(
+    pool: Pool,
+    extractor: Extractor,
+    max_images: int = 50000,
+    seed: int = 0,
+    batch_size: int = 64,
+    scale: float = VDNA_RANGE_SCALE,
+    quantile: float = 0.0,
+) -> dict[str, np.ndarray]:
+    """Fixed VisualDNA ranges of ``extractor``'s layers on a reference pool (cached).
+
+    The activations come from :func:`pool_features` (same sample and cache); the ranges are
+    :func:`~divssl.distances.metrics.vdna_ranges` of them, stored under ``vdna-ranges`` keyed by
+    the extractor identity, the pool's manifest hash, ``max_images``, ``seed``, ``scale`` and
+    ``quantile``.
+
+    Returns:
+        layer -> (2, C) float64 lower / upper edges.
+    """
+    key = cache_key(
+        RANGES_NAMESPACE,
+        _CACHE_VERSION,
+        extractor.identity,
+        pool.manifest_hash(),
+        max_images,
+        seed,
+        scale,
+        quantile,
+    )
+
+    def compute() -> dict[str, np.ndarray]:
+        feats = pool_features(pool, extractor, max_images, seed, True, batch_size)
+        return vdna_ranges(feats.acts, scale, quantile)
+
+    return cached_arrays(RANGES_NAMESPACE, key, compute)
+
+
 # --------------------------------------------------------------------------- matrices
 
 
@@ -235,6 +285,8 @@ def distance_matrix(
     kid_subset_size: int = 1000,
     vdna_bins: int = 1000,
     seed: int = 0,
+    vdna_fixed_ranges: dict[str, np.ndarray] | None = None,
+    vdna_reference: str | None = None,
 ) -> dict[str, DistanceTable]:
     """Every metric between every (a, b) pair of pool feature sets.
 
@@ -246,6 +298,9 @@ def distance_matrix(
         kid_subset_size: KID subset size (clipped to the smaller pool).
         vdna_bins: VisualDNA histogram bins per neuron.
         seed: KID subset seed.
+        vdna_fixed_ranges: fixed VisualDNA ranges (:func:`reference_ranges`); ``None`` computes them
+            from the first row pool's activations (the declared reference then is that pool).
+        vdna_reference: name of the reference pool, recorded in the table's ``params``.
 
     Returns:
         metric -> :class:`DistanceTable`.
@@ -271,7 +326,12 @@ def distance_matrix(
             params={"subsets": kid_subsets, "subset_size": kid_subset_size, "seed": seed},
         )
     if "vdna" in metrics:
-        res_v = [[vdna(a[r].acts, b[c].acts, vdna_bins) for c in cols] for r in rows]
+        ranges = vdna_fixed_ranges
+        if ranges is None:
+            if not rows:
+                raise ConfigError("vdna_reference", "VisualDNA needs a reference pool")
+            ranges, vdna_reference = vdna_ranges(a[rows[0]].acts), rows[0]
+        res_v = [[vdna(a[r].acts, b[c].acts, vdna_bins, ranges) for c in cols] for r in rows]
         layers = list(res_v[0][0].per_layer) if rows and cols else []
         tables["vdna"] = DistanceTable(
             "vdna",
@@ -281,7 +341,7 @@ def distance_matrix(
             per_layer={
                 k: np.array([[x.per_layer[k] for x in row] for row in res_v]) for k in layers
             },
-            params={"bins": vdna_bins},
+            params={"bins": vdna_bins, "reference": vdna_reference},
         )
     return {m: tables[m] for m in metrics}
 
