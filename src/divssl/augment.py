@@ -180,8 +180,8 @@ class ViewParams:
 
 def sample_crop_boxes(
     batch: int,
-    height: int,
-    width: int,
+    height: int | Tensor,
+    width: int | Tensor,
     scale: tuple[float, float],
     ratio: tuple[float, float],
     generator: torch.Generator,
@@ -191,44 +191,61 @@ def sample_crop_boxes(
     Per sample, 10 candidate boxes are drawn (area fraction ~ U[scale], log aspect ratio ~
     U[log ratio]); the first that fits inside the image is kept, with a uniform integer offset.
     Samples where none fits get torchvision's fallback: the largest centred box whose aspect
-    ratio is clamped into ``ratio``.
+    ratio is clamped into ``ratio``. Every quantity is relative to each sample's own extent, so
+    images of different shapes in one batch (whole images stored with their aspect ratio,
+    padded to the batch's largest extent) get torchvision's distribution over their true area.
 
     Args:
         batch: number of samples B.
-        height: source image height H.
-        width: source image width W.
+        height: source image height H, an int or a (B,) int64 tensor of per-sample heights.
+        width: source image width W, an int or a (B,) int64 tensor of per-sample widths.
         scale: (min, max) area fraction.
         ratio: (min, max) aspect ratio width / height.
         generator: source of all randomness; its device is the output device.
 
     Returns:
         (B, 4) int64 boxes ``(top, left, h, w)`` with ``0 <= top``, ``top + h <= H``,
-        ``0 <= left``, ``left + w <= W``.
+        ``0 <= left``, ``left + w <= W`` (per-sample H, W).
     """
     device = generator.device
     u = torch.rand(batch, 2 * _CROP_ATTEMPTS + 2, generator=generator, device=device)
     u_area, u_ratio = u[:, :_CROP_ATTEMPTS], u[:, _CROP_ATTEMPTS : 2 * _CROP_ATTEMPTS]
     u_top, u_left = u[:, 2 * _CROP_ATTEMPTS], u[:, 2 * _CROP_ATTEMPTS + 1]
 
-    area = float(height * width)
+    if isinstance(height, Tensor) or isinstance(width, Tensor):
+        heights = torch.as_tensor(height, dtype=torch.int64, device=device).expand(batch)
+        widths = torch.as_tensor(width, dtype=torch.int64, device=device).expand(batch)
+        area: float | Tensor = (heights * widths).to(torch.float32)[:, None]
+        fb_h, fb_w = _fallback_crop_sizes(heights, widths, ratio)
+        height_max, width_max = heights, widths
+    else:
+        area = float(height * width)
+        fb_h, fb_w = _fallback_crop_size(height, width, ratio)
+        height_max, width_max = height, width
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     target_area = area * (scale[0] + (scale[1] - scale[0]) * u_area)  # (B, 10)
     aspect = torch.exp(log_lo + (log_hi - log_lo) * u_ratio)  # (B, 10)
     w = torch.round(torch.sqrt(target_area * aspect)).long()
     h = torch.round(torch.sqrt(target_area / aspect)).long()
-    valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    if isinstance(height_max, Tensor):
+        valid = (w > 0) & (w <= width_max[:, None]) & (h > 0) & (h <= height_max[:, None])
+    else:
+        valid = (w > 0) & (w <= width_max) & (h > 0) & (h <= height_max)
     first = valid.int().argmax(dim=1, keepdim=True)  # index of the first valid attempt
     w = w.gather(1, first).squeeze(1)
     h = h.gather(1, first).squeeze(1)
 
-    fb_h, fb_w = _fallback_crop_size(height, width, ratio)
     found = valid.any(dim=1)
-    h = torch.where(found, h, torch.full_like(h, fb_h))
-    w = torch.where(found, w, torch.full_like(w, fb_w))
-    top = torch.floor(u_top * (height - h + 1)).long().clamp(max=height - h)
-    left = torch.floor(u_left * (width - w + 1)).long().clamp(max=width - w)
-    top = torch.where(found, top, (height - h) // 2)
-    left = torch.where(found, left, (width - w) // 2)
+    h = torch.where(found, h, fb_h if isinstance(fb_h, Tensor) else torch.full_like(h, fb_h))
+    w = torch.where(found, w, fb_w if isinstance(fb_w, Tensor) else torch.full_like(w, fb_w))
+    top = torch.minimum(
+        torch.floor(u_top * (height_max - h + 1)).long(), torch.as_tensor(height_max - h)
+    )
+    left = torch.minimum(
+        torch.floor(u_left * (width_max - w + 1)).long(), torch.as_tensor(width_max - w)
+    )
+    top = torch.where(found, top, (height_max - h) // 2)
+    left = torch.where(found, left, (width_max - w) // 2)
     return torch.stack([top, left, h, w], dim=1)
 
 
@@ -243,6 +260,22 @@ def _fallback_crop_size(height: int, width: int, ratio: tuple[float, float]) -> 
         w = int(round(h * max(ratio)))
     else:
         h, w = height, width
+    return h, w
+
+
+def _fallback_crop_sizes(
+    heights: Tensor, widths: Tensor, ratio: tuple[float, float]
+) -> tuple[Tensor, Tensor]:
+    """:func:`_fallback_crop_size` per sample: (B,) int64 heights, widths -> (B,) h, w.
+
+    Computed in float64 with round-half-to-even, as Python's ``round`` in the scalar version.
+    """
+    hf, wf = heights.double(), widths.double()
+    in_ratio = wf / hf
+    lo, hi = min(ratio), max(ratio)
+    tall, wide = in_ratio < lo, in_ratio > hi
+    h = torch.where(tall, torch.round(wf / lo).long(), heights)
+    w = torch.where(wide, torch.round(hf * hi).long(), widths)
     return h, w
 
 
@@ -504,7 +537,11 @@ def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
 
 
 def sample_view_params(
-    batch: int, height: int, width: int, spec: ViewSpec, generator: torch.Generator
+    batch: int,
+    height: int | Tensor,
+    width: int | Tensor,
+    spec: ViewSpec,
+    generator: torch.Generator,
 ) -> ViewParams:
     """Draw the per-sample parameters of one view from ``generator`` only.
 
@@ -513,8 +550,8 @@ def sample_view_params(
 
     Args:
         batch: number of samples B.
-        height: source image height.
-        width: source image width.
+        height: source image height (int, or (B,) int64 per-sample heights).
+        width: source image width (int, or (B,) int64 per-sample widths).
         spec: the view's spec.
         generator: the augmentation generator (on the images' device).
     """
@@ -591,7 +628,12 @@ def _check_images(images: Tensor) -> None:
         raise ValueError(f"images must be non-empty, got shape {tuple(images.shape)}")
 
 
-def make_views(images: Tensor, preset: AugmentPreset, generator: torch.Generator) -> list[Tensor]:
+def make_views(
+    images: Tensor,
+    preset: AugmentPreset,
+    generator: torch.Generator,
+    extents: Tensor | None = None,
+) -> list[Tensor]:
     """Make every view of a batch on the images' device.
 
     All random parameters are drawn per sample from ``generator`` (never the global RNG), so the
@@ -601,6 +643,10 @@ def make_views(images: Tensor, preset: AugmentPreset, generator: torch.Generator
         images: (B, 3, H, W) uint8 source images on any device.
         preset: the views to make.
         generator: ``torch.Generator`` on the same device as ``images``.
+        extents: optional (B, 2) int64 true ``(h, w)`` of each image when the batch holds whole
+            images of different shapes padded to (H, W) (:meth:`~divssl.data.cache.StoredPool.
+            gather`); crops are then sampled over each image's own extent. ``None``: every
+            image fills (H, W).
 
     Returns:
         ``preset.n_views`` float32 tensors (B, 3, s, s), ImageNet-normalised, global views first.
@@ -612,12 +658,30 @@ def make_views(images: Tensor, preset: AugmentPreset, generator: torch.Generator
             "create the augmentation generator on the training device"
         )
     batch, _, height, width = images.shape
+    heights: int | Tensor = height
+    widths: int | Tensor = width
+    if extents is not None:
+        heights, widths = _check_extents(extents, images)
     x = images.to(torch.float32).div_(255.0)
     views = []
     for spec in preset.views:
-        params = sample_view_params(batch, height, width, spec, generator)
+        params = sample_view_params(batch, heights, widths, spec, generator)
         views.append(normalize(apply_view(x, params, spec)))
     return views
+
+
+def _check_extents(extents: Tensor, images: Tensor) -> tuple[Tensor, Tensor]:
+    """Validate (B, 2) extents against the padded batch; return (B,) heights and widths."""
+    batch, _, height, width = images.shape
+    if extents.shape != (batch, 2):
+        raise ValueError(f"extents must have shape ({batch}, 2), got {tuple(extents.shape)}")
+    extents = extents.to(device=images.device, dtype=torch.int64)
+    heights, widths = extents.unbind(dim=1)
+    if bool((heights < 1).any() | (heights > height).any() | (widths < 1).any()) or bool(
+        (widths > width).any()
+    ):
+        raise ValueError(f"extents must lie in [1, {height}] x [1, {width}]")
+    return heights, widths
 
 
 def eval_transform(images: Tensor, size: int) -> Tensor:

@@ -31,6 +31,9 @@ class DataConfig(_Section):
     task: str | None = None  # downstream task spec: its classes define `in`/`out` class priors
     cache: Literal["memory", "mmap"] = "memory"  # decoded uint8 cache for random-access pools
     workers: int = 0  # decoding processes (0: in the main process)
+    # Shorter side (px) of the stored whole images that views are cropped from (aspect kept,
+    # never upsampled); None: image_size for views <= 64 px, else image_size * 256/224.
+    store_size: int | None = None
 
 
 class SubsetConfig(_Section):
@@ -233,6 +236,8 @@ def validate_static(cfg: Config) -> None:
         raise ConfigError("budget.images", f"C must be >= 1, got {cfg.budget.images}")
     if cfg.budget.epochs is not None and cfg.budget.epochs <= 0:
         raise ConfigError("budget.epochs", f"must be > 0, got {cfg.budget.epochs}")
+    if cfg.data.store_size is not None and cfg.data.store_size < 1:
+        raise ConfigError("data.store_size", f"must be >= 1, got {cfg.data.store_size}")
     for name in ("batch_size", "image_size", "log_every", "checkpoint_every"):
         if getattr(cfg, name) < 1:
             raise ConfigError(name, f"must be >= 1, got {getattr(cfg, name)}")

@@ -38,7 +38,7 @@ from divssl.backbones import build_backbone, export_backbone
 from divssl.budget import Budget, resolve_images, scaled_lr, stream_positions, warmup_cosine
 from divssl.cache import cache_key
 from divssl.config import Config, config_to_dict
-from divssl.data.cache import load_array_pool
+from divssl.data.cache import StoredPool, default_store_size, load_stored_pool
 from divssl.data.ordering import (
     Ordering,
     check_ordering,
@@ -46,7 +46,7 @@ from divssl.data.ordering import (
     make_ordering,
     save_ordering,
 )
-from divssl.data.pool import ArrayPool, Pool, open_pool
+from divssl.data.pool import Pool, open_pool
 from divssl.errors import ConfigError, RunFailed
 from divssl.io import atomic_torch_save, atomic_write_json, atomic_write_yaml, read_json
 from divssl.methods import Method, get_method
@@ -58,7 +58,7 @@ class Prepared:
     """Everything validated before the run starts."""
 
     cfg: Config
-    pool: Pool  # an ArrayPool, or the streaming pool itself
+    pool: Pool  # a StoredPool (whole images, aspect kept), or the streaming pool itself
     corrupt: list[str]
     ordering: Ordering | None  # None for streaming pools (see ``ordering_record``)
     ordering_record: dict[str, Any]  # kind, hash and pool manifest of the ordering used
@@ -102,7 +102,7 @@ def _subset_size(cfg: Config, pool_len: int) -> int:
     return size
 
 
-def _decoded_subset(ordering: Ordering, pool: ArrayPool, n: int) -> np.ndarray:
+def _decoded_subset(ordering: Ordering, pool: Pool, n: int) -> np.ndarray:
     """Positions in the decoded pool of the first n ordering keys that decoded (corrupt samples
     are skipped, so subsets stay nested whatever got dropped)."""
     where = {k: i for i, k in enumerate(pool.keys)}
@@ -143,8 +143,8 @@ def prepare(cfg: Config) -> tuple[Prepared, dict[str, Any] | None]:
             check_ordering(ordering, raw_pool)
         else:
             ordering = make_ordering(raw_pool, seed=cfg.subset.seed, balanced=cfg.subset.balanced)
-        pool, stats = load_array_pool(
-            raw_pool, _source_size(cfg), cache=cfg.data.cache, workers=cfg.data.workers
+        pool, stats = load_stored_pool(
+            raw_pool, store_size(cfg), cache=cfg.data.cache, workers=cfg.data.workers
         )
         corrupt = list(stats.corrupt)
         subset = _decoded_subset(ordering, pool, n)
@@ -180,9 +180,15 @@ def prepare(cfg: Config) -> tuple[Prepared, dict[str, Any] | None]:
     return prepared, composition
 
 
+def store_size(cfg: Config) -> int:
+    """Shorter side of the stored whole images: ``data.store_size``, else the default for the view
+    size (the view size up to 64 px, as solo-learn crops 32 px CIFAR images to 32 px views;
+    256/224 of it above)."""
+    return cfg.data.store_size or default_store_size(cfg.image_size)
+
+
 def _source_size(cfg: Config) -> int:
-    # Decode once at the view size: crops of a 16 px image are resampled back to 16 px, as
-    # solo-learn does for CIFAR (32 px images, 32 px crops).
+    # Streaming (wds) pools are not stored: they are decoded per batch at the view size.
     return cfg.image_size
 
 
@@ -281,20 +287,27 @@ def _rank_slice(n: int) -> slice:
 
 def step_batch(
     prep: Prepared, step: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """This rank's uint8 images (b, 3, H, W) and labels (b,) of a step."""
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """This rank's uint8 images (b, 3, H, W), labels (b,) and image extents (b, 2) of a step.
+
+    Whole images of different shapes are padded to the batch's largest (H, W) and their true
+    ``(h, w)`` returned as extents (``None`` when every image fills (H, W)).
+    """
     budget = prep.budget
     size = budget.batch_sizes[step]
     stream = stream_positions(
         len(prep.subset), prep.cfg.seed_for("order"), budget.images_before(step), size
     )
     idx = prep.subset[stream[_rank_slice(size)]]
-    images = torch.from_numpy(np.ascontiguousarray(prep.pool.images[idx]))
-    images = images.permute(0, 3, 1, 2).contiguous()
+    assert isinstance(prep.pool, StoredPool)
+    array, extents = prep.pool.gather(idx)
+    images = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
     labels = None
     if prep.pool.labels is not None:
         labels = torch.from_numpy(prep.pool.labels[idx])
-    return _to_device(images, labels, device)
+    ragged = bool((extents != extents.max(axis=0)).any())
+    images, labels = _to_device(images, labels, device)
+    return images, labels, torch.from_numpy(extents).to(device) if ragged else None
 
 
 def _to_device(
@@ -308,8 +321,9 @@ def _to_device(
 
 def batches(
     prep: Prepared, start_step: int, device: torch.device
-) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """This rank's (images uint8 (b, 3, H, W), labels (b,)) for steps ``start_step ..``.
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
+    """This rank's (images uint8 (b, 3, H, W), labels (b,), extents (b, 2) or ``None``) for
+    steps ``start_step ..`` (see :func:`step_batch`).
 
     Array pools index the decoded array; streaming pools read the exact budgeted WebDataset
     stream (every rank reads the global batch and keeps its slice, so the stream is identical
@@ -335,7 +349,10 @@ def batches(
     for images, labels in loader:
         part = _rank_slice(len(images))
         lab = labels[part]
-        yield _to_device(images[part].contiguous(), lab if (lab >= 0).any() else None, device)
+        yield (
+            *_to_device(images[part].contiguous(), lab if (lab >= 0).any() else None, device),
+            None,
+        )
 
 
 class single_thread_on_cpu:
@@ -536,6 +553,8 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved = config_to_dict(cfg)
+        if not prep.pool.streaming:
+            resolved["data"]["store_size"] = store_size(cfg)  # the effective value, not null
         atomic_write_yaml(run_dir / "config.yaml", resolved)
         if prep.ordering is not None:
             save_ordering(prep.ordering, run_dir / "ordering.json")
@@ -583,6 +602,7 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
         "views_per_image": preset.n_views,
         "flops_per_image": flops_per_image,
         "corrupt_images": len(prep.corrupt),
+        "store_size": None if prep.pool.streaming else store_size(cfg),
         "normalization": "compute" if cfg.budget.images is not None else "epoch",
         "world_size": dist.world_size(),
         "device": str(device),
@@ -602,10 +622,13 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
                 status = "interrupted"
                 break
             lr, wd = _set_schedules(opt, step, total, cfg, settings)
-            images, labels = next(batch_iter)
+            images, labels, extents = next(batch_iter)
             with single_thread_on_cpu(device):
                 views = make_views(
-                    images, preset, view_generator(cfg.seed_for("augment"), step, device)
+                    images,
+                    preset,
+                    view_generator(cfg.seed_for("augment"), step, device),
+                    extents=extents,
                 )
             if cfg.channels_last:
                 views = [v.contiguous(memory_format=torch.channels_last) for v in views]

@@ -362,3 +362,355 @@ def load_array_pool(
     if cache == "mmap":
         return _load_mmap(pool, size, workers, cache_dir)
     return _load_memory(pool, size, workers)
+
+
+# ----------------------------------------------------------------------------- whole-image storage
+#
+# Training views are cropped from the whole image (issue 10 item 9), so pools are stored with
+# their aspect ratio: shorter side ``store_size`` (never upsampled), every image at its own
+# (h, w). Images are packed back to back in one flat uint8 buffer with per-image offsets and
+# extents; a pool whose images all share one shape is that buffer seen as (N, h, w, 3).
+
+# Views up to this side are CIFAR-like: store at the view size (solo-learn crops 32 px CIFAR
+# images straight to 32 px views). Larger views store the shorter side at 256/224 of the view
+# (256 px for 224 px views, the usual ImageNet storage of the references' Resize(256) pipelines).
+STORE_AT_VIEW_SIZE_MAX = 64
+STORE_TO_VIEW_RATIO = 256 / 224
+
+
+def default_store_size(image_size: int) -> int:
+    """Storage shorter side for a view size: ``image_size`` up to 64 px, else 256/224 of it."""
+    if image_size <= STORE_AT_VIEW_SIZE_MAX:
+        return image_size
+    return round(image_size * STORE_TO_VIEW_RATIO)
+
+
+def store_shape(height: int, width: int, store_size: int) -> tuple[int, int]:
+    """(h, w) of an image stored with shorter side ``store_size``, aspect kept, never upsampled.
+
+    The longer side is ``int(store_size * long / short)``, as torchvision's ``Resize(size)``.
+    """
+    if min(height, width) <= store_size:
+        return height, width
+    if width <= height:
+        return int(store_size * height / width), store_size
+    return store_size, int(store_size * width / height)
+
+
+def resize_shorter(image: Image.Image | np.ndarray, store_size: int) -> np.ndarray:
+    """Resize so the shorter side is ``store_size`` (PIL bilinear, antialiased), keeping the
+    aspect ratio; images whose shorter side is already at most ``store_size`` are kept as they are.
+
+    Args:
+        image: PIL image or array (H, W, 3) uint8.
+        store_size: target shorter side.
+
+    Returns:
+        Array (h, w, 3) uint8 with ``(h, w) == store_shape(H, W, store_size)``.
+    """
+    img = Image.fromarray(image) if isinstance(image, np.ndarray) else image
+    w, h = img.size
+    new_h, new_w = store_shape(h, w, store_size)
+    if (new_h, new_w) != (h, w):
+        img = img.resize((new_w, new_h), Image.BILINEAR)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+class StoredPool(Pool):
+    """Decoded images at their storage resolution, each with its own extent (h, w).
+
+    Args:
+        pixels: flat uint8 buffer (in memory or memory-mapped) holding every image's (h, w, 3)
+            pixels back to back.
+        offsets: (N,) int64 start of each image in ``pixels``.
+        extents: (N, 2) int64 ``(h, w)`` of each image.
+        labels: (N,) int labels or ``None``.
+        class_names: label names or ``None``.
+        keys: sample keys; defaults to zero-padded positions.
+        source: source tag.
+        spec: spec string for provenance.
+    """
+
+    def __init__(
+        self,
+        pixels: np.ndarray,
+        offsets: np.ndarray,
+        extents: np.ndarray,
+        labels: np.ndarray | None = None,
+        class_names: list[str] | None = None,
+        keys: Sequence[str] | None = None,
+        source: str = "source",
+        spec: str = "",
+    ) -> None:
+        offsets = np.asarray(offsets, dtype=np.int64)
+        extents = np.asarray(extents, dtype=np.int64).reshape(-1, 2)
+        if pixels.ndim != 1 or pixels.dtype != np.uint8:
+            raise ValueError(
+                f"pixels must be a flat uint8 buffer, got {pixels.shape} {pixels.dtype}"
+            )
+        if offsets.shape != (len(extents),):
+            raise ValueError(
+                f"offsets {offsets.shape} and extents {extents.shape} differ in length"
+            )
+        ends = offsets + extents.prod(axis=1) * 3
+        if len(extents) and (offsets.min() < 0 or ends.max() > len(pixels) or extents.min() < 1):
+            raise ValueError("offsets/extents point outside the pixel buffer or are empty")
+        self.pixels, self.offsets, self.extents = pixels, offsets, extents
+        self._labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        if self._labels is not None and len(self._labels) != len(extents):
+            raise ValueError("labels and images differ in length")
+        self.class_names = class_names
+        self._keys = list(keys) if keys is not None else [f"{i:08d}" for i in range(len(extents))]
+        self.source = source
+        self.spec = spec
+        self.images: np.ndarray | None = self._uniform_view()
+
+    def _uniform_view(self) -> np.ndarray | None:
+        """(N, h, w, 3) view of the buffer when every image has one shape, packed in order."""
+        n = len(self.extents)
+        if n == 0 or not (self.extents == self.extents[0]).all():
+            return None
+        h, w = (int(v) for v in self.extents[0])
+        if not np.array_equal(self.offsets, np.arange(n, dtype=np.int64) * (h * w * 3)):
+            return None
+        return self.pixels[: n * h * w * 3].reshape(n, h, w, 3)
+
+    @classmethod
+    def from_array(cls, pool: ArrayPool) -> StoredPool:
+        """Wrap an :class:`ArrayPool` (N, H, W, 3) without copying when it is contiguous."""
+        images = np.ascontiguousarray(pool.images)
+        n, h, w, _ = images.shape
+        return cls(
+            images.reshape(-1),
+            np.arange(n, dtype=np.int64) * (h * w * 3),
+            np.tile(np.array([[h, w]], dtype=np.int64), (n, 1)),
+            labels=pool.labels,
+            class_names=pool.class_names,
+            keys=pool.keys,
+            source=pool.source,
+            spec=pool.spec,
+        )
+
+    def __len__(self) -> int:
+        return len(self.extents)
+
+    @property
+    def keys(self) -> Sequence[str]:
+        return self._keys
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return self._labels
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of pixels plus offsets and extents (what the pool costs in memory or on disk)."""
+        return int(self.extents.prod(axis=1).sum() * 3 + self.offsets.nbytes + self.extents.nbytes)
+
+    def read(self, index: int) -> np.ndarray:
+        h, w = (int(v) for v in self.extents[index])
+        start = int(self.offsets[index])
+        return np.asarray(self.pixels[start : start + h * w * 3]).reshape(h, w, 3)
+
+    def gather(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A batch padded to its largest extent, with the true extents.
+
+        Padding replicates each image's last row and column, so bilinear sampling just outside
+        an image's extent sees its border (as ``grid_sample``'s border padding would on the
+        image alone) and never another image's pixels or zeros.
+
+        Args:
+            indices: (B,) positions.
+
+        Returns:
+            Images (B, H, W, 3) uint8 with H, W the largest extents of the batch, and extents
+            (B, 2) int64 ``(h, w)``.
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        extents = self.extents[indices]
+        if self.images is not None:
+            return np.ascontiguousarray(self.images[indices]), extents
+        height, width = (int(v) for v in extents.max(axis=0))
+        out = np.empty((len(indices), height, width, 3), dtype=np.uint8)
+        for row, index in enumerate(indices.tolist()):
+            img = self.read(index)
+            h, w = img.shape[:2]
+            out[row, :h, :w] = img
+            out[row, :h, w:] = img[:, w - 1 : w]
+            out[row, h:] = out[row, h - 1 : h]
+        return out, extents
+
+    def content_fingerprint(self) -> bytes:
+        import hashlib
+
+        h = hashlib.sha256(self.extents.tobytes())
+        step = max(1, len(self.pixels) // (1 << 20))
+        h.update(np.ascontiguousarray(self.pixels[::step]).tobytes())
+        return h.digest()
+
+
+def decode_store_chunk(
+    pool: Pool, start: int, stop: int, store_size: int
+) -> tuple[int, list[np.ndarray | None]]:
+    """Decode samples ``start .. stop-1`` at storage resolution (``None`` where corrupt)."""
+    out: list[np.ndarray | None] = []
+    for index in range(start, stop):
+        try:
+            out.append(resize_shorter(pool.read(index), store_size))
+        except CorruptImage:
+            out.append(None)
+    return start, out
+
+
+def _iter_stored(pool: Pool, store_size: int, workers: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index, image at storage resolution)`` for every decodable sample, in pool order."""
+    if pool.streaming:
+        for index, image in pool.iter_samples():
+            yield index, resize_shorter(image, store_size)
+        return
+    for start, images in map_pool_chunks(pool, decode_store_chunk, (store_size,), workers):
+        for j, image in enumerate(images):
+            if image is not None:
+                yield start + j, image
+
+
+def _stored_from(
+    pool: Pool,
+    pixels: np.ndarray,
+    offsets: list[int],
+    extents: list[tuple[int, int]],
+    kept: list[int],
+) -> StoredPool:
+    keep = np.asarray(kept, dtype=np.int64)
+    return StoredPool(
+        pixels,
+        np.asarray(offsets, dtype=np.int64),
+        np.asarray(extents, dtype=np.int64).reshape(-1, 2),
+        labels=None if pool.labels is None else np.asarray(pool.labels)[keep],
+        class_names=pool.class_names,
+        keys=[pool.keys[int(i)] for i in keep],
+        source=pool.source,
+        spec=pool.spec,
+    )
+
+
+def _store_memory(pool: Pool, store_size: int, workers: int) -> tuple[StoredPool, DecodeStats]:
+    parts: list[np.ndarray] = []
+    offsets: list[int] = []
+    extents: list[tuple[int, int]] = []
+    kept: list[int] = []
+    position = 0
+    for index, image in _iter_stored(pool, store_size, workers):
+        offsets.append(position)
+        extents.append(image.shape[:2])
+        kept.append(index)
+        parts.append(image.reshape(-1))
+        position += image.size
+    pixels = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
+    corrupt = sorted(set(range(len(pool))) - set(kept))
+    return _stored_from(pool, pixels, offsets, extents, kept), _stats(pool, corrupt)
+
+
+def _write_store(pool: Pool, store_size: int, workers: int, stem: Path) -> None:
+    """Write ``<stem>.u8`` (packed pixels), ``<stem>.npz`` (offsets, extents, kept) and, last,
+    ``<stem>.json`` (the entry is complete once the JSON exists)."""
+    pix_tmp = stem.with_name(f".{stem.name}.{os.getpid()}.u8.tmp")
+    idx_tmp = stem.with_name(f".{stem.name}.{os.getpid()}.npz.tmp")
+    offsets: list[int] = []
+    extents: list[tuple[int, int]] = []
+    kept: list[int] = []
+    position = 0
+    try:
+        with open(pix_tmp, "wb") as fh:
+            for index, image in _iter_stored(pool, store_size, workers):
+                offsets.append(position)
+                extents.append(image.shape[:2])
+                kept.append(index)
+                fh.write(np.ascontiguousarray(image).tobytes())
+                position += image.size
+        with open(idx_tmp, "wb") as fh:
+            np.savez(
+                fh,
+                offsets=np.asarray(offsets, dtype=np.int64),
+                extents=np.asarray(extents, dtype=np.int64).reshape(-1, 2),
+                kept=np.asarray(kept, dtype=np.int64),
+            )
+        os.replace(pix_tmp, stem.with_suffix(".u8"))
+        os.replace(idx_tmp, stem.with_suffix(".npz"))
+        corrupt = sorted(set(range(len(pool))) - set(kept))
+        atomic_write_json(
+            stem.with_suffix(".json"),
+            {
+                "manifest_hash": pool.manifest_hash(),
+                "store_size": store_size,
+                "total": len(pool),
+                "bytes": position,
+                "corrupt_positions": [int(i) for i in corrupt],
+            },
+        )
+    finally:
+        pix_tmp.unlink(missing_ok=True)
+        idx_tmp.unlink(missing_ok=True)
+
+
+def _store_mmap(
+    pool: Pool, store_size: int, workers: int, cache_dir: str | Path | None
+) -> tuple[StoredPool, DecodeStats]:
+    from filelock import FileLock
+
+    folder = Path(cache_dir) if cache_dir is not None else cache_root() / "stored"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"{pool.manifest_hash()}-s{store_size}"
+    with FileLock(str(stem.with_suffix(".lock"))):
+        if not stem.with_suffix(".json").is_file():
+            _write_store(pool, store_size, workers, stem)
+    meta = read_json(stem.with_suffix(".json"))
+    with np.load(stem.with_suffix(".npz"), allow_pickle=False) as index:
+        offsets, extents, kept = index["offsets"], index["extents"], index["kept"]
+    if int(meta["bytes"]):
+        pixels = np.memmap(stem.with_suffix(".u8"), dtype=np.uint8, mode="r")
+    else:
+        pixels = np.zeros(0, dtype=np.uint8)
+    stored = _stored_from(pool, pixels, offsets.tolist(), extents.tolist(), kept.tolist())
+    return stored, _stats(pool, meta["corrupt_positions"])
+
+
+def load_stored_pool(
+    pool: Pool,
+    store_size: int,
+    cache: str = "memory",
+    cache_dir: str | Path | None = None,
+    workers: int = 0,
+) -> tuple[StoredPool, DecodeStats]:
+    """Decode a pool once at storage resolution (aspect kept, shorter side ``store_size``).
+
+    Images whose shorter side is at most ``store_size`` are kept at their own size. Corrupt
+    samples are skipped and counted; keys and labels stay aligned with the survivors. An
+    :class:`ArrayPool` that needs no resizing is wrapped without a copy.
+
+    Args:
+        pool: the pool to decode (random-access; streaming pools are decoded in stream order).
+        store_size: shorter side of the stored images.
+        cache: ``"memory"`` or ``"mmap"`` (write ``<hash>-s<store_size>.{u8,npz,json}`` in
+            ``cache_dir`` once, then reuse the pixels memory-mapped).
+        cache_dir: folder for ``mmap`` files; defaults to ``<divssl cache root>/stored``.
+        workers: decoding processes; 0 decodes in this process.
+
+    Returns:
+        The stored pool and the :class:`DecodeStats` of the pass.
+
+    Raises:
+        ConfigError: unknown cache mode, bad size or worker count.
+    """
+    if cache not in CACHE_MODES:
+        raise ConfigError("data.cache", f"unknown value {cache!r}", CACHE_MODES)
+    if not isinstance(store_size, int) or isinstance(store_size, bool) or store_size < 1:
+        raise ConfigError("data.store_size", f"must be a positive integer, got {store_size!r}")
+    if workers < 0:
+        raise ConfigError("data.workers", f"must be >= 0, got {workers}")
+    if isinstance(pool, ArrayPool) and min(pool.images.shape[1:3]) <= store_size:
+        stats = DecodeStats(total=len(pool), decoded=len(pool), corrupt=[])
+        return StoredPool.from_array(pool), stats
+    if cache == "mmap":
+        return _store_mmap(pool, store_size, workers, cache_dir)
+    return _store_memory(pool, store_size, workers)
