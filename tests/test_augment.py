@@ -451,3 +451,132 @@ def test_normalize_round_trip() -> None:
 def test_view_spec_is_replaceable() -> None:
     spec = A.get_preset("byol", 32).global_views[1]
     assert dataclasses.replace(spec, solarize_p=0.0).solarize_p == 0.0
+
+
+# ------------------------------------------------------------------------------ whole images
+
+
+def _corner_hits(boxes: torch.Tensor, height: int, width: int) -> dict[str, int]:
+    top, left, h, w = boxes.unbind(dim=1)
+    at_top, at_left = top == 0, left == 0
+    at_bottom, at_right = top + h == height, left + w == width
+    return {
+        "top-left": int((at_top & at_left).sum()),
+        "top-right": int((at_top & at_right).sum()),
+        "bottom-left": int((at_bottom & at_left).sum()),
+        "bottom-right": int((at_bottom & at_right).sum()),
+    }
+
+
+def test_crops_reach_all_four_corners_of_a_non_square_image() -> None:
+    # A wide and a tall image padded into one 100 x 100 batch: every box stays inside its own
+    # image and boxes touch all four corners of each (a centre-cropped square store never sees
+    # the 30 px at either end of the long side).
+    n = 20000
+    extents = torch.tensor([[40, 100], [100, 40]]).repeat(n // 2, 1)
+    boxes = A.sample_crop_boxes(
+        n, extents[:, 0], extents[:, 1], (0.08, 1.0), (3 / 4, 4 / 3), _gen()
+    )
+    top, left, h, w = boxes.unbind(dim=1)
+    assert (top >= 0).all() and (left >= 0).all()
+    assert (top + h <= extents[:, 0]).all() and (left + w <= extents[:, 1]).all()
+    for row, (height, width) in enumerate([(40, 100), (100, 40)]):
+        hits = _corner_hits(boxes[row::2], height, width)
+        assert min(hits.values()) > 0, hits
+        along = (left if width > height else top)[row::2]
+        assert int(along.min()) == 0
+
+
+def _relative(boxes: torch.Tensor, height: int, width: int) -> dict[str, object]:
+    """Area fraction and box centre relative to the image's own extent."""
+    top, left, h, w = boxes.double().unbind(dim=1)
+    return {
+        "area fraction": (h * w / (height * width)).numpy(),
+        "relative centre y": ((top + h / 2) / height).numpy(),
+        "relative centre x": ((left + w / 2) / width).numpy(),
+    }
+
+
+def test_square_and_non_square_sources_get_torchvision_crops_of_their_own_extent() -> None:
+    import torchvision.transforms as T
+    from scipy.stats import ks_2samp
+
+    n, scale, ratio = 6000, (0.08, 1.0), (3 / 4, 4 / 3)
+    shapes = [(64, 64), (48, 85)]
+    extents = torch.tensor(shapes).repeat(n, 1)
+    boxes = A.sample_crop_boxes(2 * n, extents[:, 0], extents[:, 1], scale, ratio, _gen(1))
+    torch.manual_seed(0)
+    for row, (height, width) in enumerate(shapes):
+        ours = boxes[row::2].double()
+        ref = torch.tensor(
+            [
+                T.RandomResizedCrop.get_params(torch.empty(3, height, width), scale, ratio)
+                for _ in range(n)
+            ],
+            dtype=torch.float64,
+        )
+        stats_ours, stats_ref = _relative(ours, height, width), _relative(ref, height, width)
+        for name in stats_ours:
+            result = ks_2samp(stats_ours[name], stats_ref[name])
+            assert result.pvalue > 1e-3, (height, width, name, result)
+        # Crops are centred on the image on average, whatever its shape.
+        assert abs(stats_ours["relative centre x"].mean() - 0.5) < 0.01
+        assert abs(stats_ours["relative centre y"].mean() - 0.5) < 0.01
+
+
+def test_a_box_depends_only_on_its_own_image_extent() -> None:
+    mixed = torch.tensor([[64, 64], [48, 85], [64, 64], [20, 30]])
+    alike = torch.tensor([[64, 64]] * 4)
+    a = A.sample_crop_boxes(4, mixed[:, 0], mixed[:, 1], (0.08, 1.0), (3 / 4, 4 / 3), _gen(2))
+    b = A.sample_crop_boxes(4, alike[:, 0], alike[:, 1], (0.08, 1.0), (3 / 4, 4 / 3), _gen(2))
+    assert torch.equal(a[[0, 2]], b[[0, 2]])
+    # and a full-size extent is the plain integer path, box for box
+    c = A.sample_crop_boxes(4, 64, 64, (0.08, 1.0), (3 / 4, 4 / 3), _gen(2))
+    assert torch.equal(b, c)
+
+
+def test_fallback_per_sample_matches_the_scalar_rule() -> None:
+    heights = torch.tensor([40, 60, 30, 7, 100])
+    widths = torch.tensor([60, 40, 30, 50, 3])
+    boxes = A.sample_crop_boxes(5, heights, widths, (1.0, 1.0), (1.0, 1.0), _gen())
+    for row, (height, width) in enumerate(zip(heights.tolist(), widths.tolist(), strict=True)):
+        alone = A.sample_crop_boxes(1, height, width, (1.0, 1.0), (1.0, 1.0), _gen())
+        assert torch.equal(boxes[row], alone[0])
+
+
+def test_views_of_a_padded_image_equal_views_of_the_image_alone() -> None:
+    import numpy as np
+
+    from divssl.data.cache import StoredPool
+
+    rng = np.random.default_rng(0)
+    shapes = [(30, 50), (60, 40)]
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in shapes]
+    pool = StoredPool(
+        np.concatenate([im.reshape(-1) for im in images]),
+        np.array([0, images[0].size]),
+        np.array(shapes),
+    )
+    padded, extents = pool.gather(np.array([0, 1]))
+    assert padded.shape == (2, 60, 50, 3) and extents.tolist() == [list(s) for s in shapes]
+    preset = A.get_preset("simclr", 24)
+    small = A.AugmentPreset([_plain(24, scale=(0.01, 0.05))])  # upsampled crops touch edges
+    for row, image in enumerate(images):
+        one = torch.from_numpy(padded[row : row + 1]).permute(0, 3, 1, 2).contiguous()
+        ext = torch.from_numpy(extents[row : row + 1])
+        alone = torch.from_numpy(image[None]).permute(0, 3, 1, 2).contiguous()
+        for p in (preset, small):
+            for seed in range(20):
+                got = A.make_views(one, p, _gen(seed), extents=ext)
+                want = A.make_views(alone, p, _gen(seed))
+                for g, w in zip(got, want, strict=True):
+                    torch.testing.assert_close(g, w, atol=1e-4, rtol=0)
+
+
+def test_bad_extents_are_rejected() -> None:
+    images = _images(batch=2, height=10, width=12)
+    preset = A.AugmentPreset([_plain(8)])
+    with pytest.raises(ValueError, match="shape"):
+        A.make_views(images, preset, _gen(), extents=torch.tensor([[10, 12]]))
+    with pytest.raises(ValueError, match="extents must lie"):
+        A.make_views(images, preset, _gen(), extents=torch.tensor([[10, 12], [11, 12]]))
