@@ -226,3 +226,51 @@ def test_composition_run_saves_resolved_parts(tmp_path):
     assert s["pool"] == "composition"
     comp = read_json(run / "composition.json")
     assert [len(p["indices"]) for p in comp["parts"]] == [30, 30]
+
+
+def test_views_come_from_whole_non_square_images(tmp_path, monkeypatch):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    import divssl.train as train_module
+
+    rng = np.random.default_rng(1)
+    shapes = {"a": (20, 40), "b": (36, 24)}  # stored at shorter side 16: (16, 32) and (24, 16)
+    for cls, (h, w) in shapes.items():
+        (tmp_path / "pool" / cls).mkdir(parents=True)
+        for i in range(6):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype="uint8")).save(buf, "PNG")
+            (tmp_path / "pool" / cls / f"{i}.png").write_bytes(buf.getvalue())
+    seen = []
+    real = train_module.make_views
+
+    def spy(images, preset, generator, extents=None):
+        seen.append((tuple(images.shape), None if extents is None else extents.tolist()))
+        return real(images, preset, generator, extents=extents)
+
+    monkeypatch.setattr(train_module, "make_views", spy)
+    cfg = _cfg(tmp_path, f"data.pool=folder:root={tmp_path / 'pool'}", "budget.images=24")
+    run = pretrain(cfg)
+    assert read_yaml(run / "config.yaml")["data"]["store_size"] == 16  # effective, not null
+    assert read_json(run / "summary.json")["store_size"] == 16
+    steps = [(shape, ext) for shape, ext in seen if ext is not None]
+    assert steps, "training batches carried no extents"
+    for shape, ext in steps:
+        assert shape[2:] == (24, 32)  # padded to the largest stored extent
+        assert {tuple(e) for e in ext} <= {(16, 32), (24, 16)}
+    # an explicit store size is kept (and 40 px images are stored at 20 x 40, not cropped)
+    run2 = pretrain(
+        _cfg(
+            tmp_path,
+            f"data.pool=folder:root={tmp_path / 'pool'}",
+            "budget.images=24",
+            "data.store_size=20",
+            name="run2",
+        )
+    )
+    assert read_yaml(run2 / "config.yaml")["data"]["store_size"] == 20
+    with pytest.raises(ConfigError, match="data.store_size"):
+        _cfg(tmp_path, "data.store_size=0")

@@ -166,3 +166,127 @@ def test_bad_arguments() -> None:
         load_array_pool(pool, 0)
     with pytest.raises(ConfigError, match="workers"):
         load_array_pool(pool, 4, workers=-1)
+
+
+# ----------------------------------------------------------------------------- whole-image store
+
+
+def resize_reference(arr: np.ndarray, size: int) -> np.ndarray:
+    """torchvision's Resize(size) alone (PIL bilinear), aspect kept."""
+    return np.asarray(
+        T.Resize(size, interpolation=T.InterpolationMode.BILINEAR)(Image.fromarray(arr))
+    )
+
+
+@pytest.mark.parametrize(("h", "w"), SHAPES)
+def test_resize_shorter_matches_torchvision_and_never_upsamples(h: int, w: int) -> None:
+    arr = rand_image(h * w + 1, h, w)
+    for size in (4, 8, 16):
+        out = dcache.resize_shorter(arr, size)
+        assert out.shape[:2] == dcache.store_shape(h, w, size)
+        if min(h, w) > size:
+            assert min(out.shape[:2]) == size
+            np.testing.assert_array_equal(out, resize_reference(arr, size))
+        else:
+            np.testing.assert_array_equal(out, arr)  # kept at its own, smaller size
+
+
+def test_default_store_size() -> None:
+    # view size up to 64 px (CIFAR-like pools), 256/224 of the view above (256 for 224)
+    assert [dcache.default_store_size(s) for s in (16, 32, 64)] == [16, 32, 64]
+    assert dcache.default_store_size(224) == 256
+    assert dcache.default_store_size(96) == round(96 * 256 / 224)
+
+
+def check_stored(pool, stored, stats, images: dict[str, np.ndarray], size: int) -> None:
+    assert stats.total == len(pool) == len(SHAPES) + 2 and stats.decoded == len(SHAPES)
+    assert sorted(stats.corrupt) == ["a/bad.jpg", "b/trunc.jpg"]
+    assert sorted(stored.keys) == sorted(images)
+    assert stored.labels.tolist() == [0 if k.startswith("a/") else 1 for k in stored.keys]
+    for i, key in enumerate(stored.keys):
+        h, w = images[key].shape[:2]
+        assert tuple(stored.extents[i]) == dcache.store_shape(h, w, size)
+        np.testing.assert_array_equal(stored.read(i), dcache.resize_shorter(images[key], size))
+
+
+def test_stored_pool_memory_round_trip(tmp_path: Path) -> None:
+    images = make_folder(tmp_path / "f")
+    pool = open_pool(f"folder:root={tmp_path / 'f'}")
+    stored, stats = dcache.load_stored_pool(pool, 8)
+    check_stored(pool, stored, stats, images, 8)
+    assert stored.images is None  # shapes differ: no (N, h, w, 3) view
+    # pixels plus 8 bytes of offset and 16 of extent per image
+    assert stored.nbytes == int(stored.extents.prod(axis=1).sum() * 3 + 24 * len(stored))
+
+
+def test_stored_pool_mmap_writes_once_and_reuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = make_folder(tmp_path / "f")
+    pool = open_pool(f"folder:root={tmp_path / 'f'}")
+    stored, stats = dcache.load_stored_pool(pool, 8, cache="mmap", cache_dir=tmp_path / "sc")
+    check_stored(pool, stored, stats, images, 8)
+    assert isinstance(stored.pixels, np.memmap)
+    stem = f"{pool.manifest_hash()}-s8"
+    files = sorted(p.name for p in (tmp_path / "sc").iterdir() if not p.name.endswith(".lock"))
+    assert files == [f"{stem}.json", f"{stem}.npz", f"{stem}.u8"]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("decoded again instead of reusing the cache")
+
+    monkeypatch.setattr(dcache, "decode_store_chunk", fail)
+    again, stats2 = dcache.load_stored_pool(pool, 8, cache="mmap", cache_dir=tmp_path / "sc")
+    assert list(again.keys) == list(stored.keys) and stats2 == stats
+    np.testing.assert_array_equal(again.extents, stored.extents)
+    for i in range(len(again)):
+        np.testing.assert_array_equal(again.read(i), stored.read(i))
+    with pytest.raises(AssertionError, match="decoded again"):
+        dcache.load_stored_pool(pool, 6, cache="mmap", cache_dir=tmp_path / "sc")  # new entry
+
+
+def test_stored_pool_workers_and_default_dir(tmp_path: Path) -> None:
+    images = make_folder(tmp_path / "f")
+    pool = open_pool(f"folder:root={tmp_path / 'f'}")
+    stored, stats = dcache.load_stored_pool(pool, 8, cache="mmap", workers=2)
+    check_stored(pool, stored, stats, images, 8)
+    assert (tmp_path / "cache" / "stored" / f"{pool.manifest_hash()}-s8.u8").is_file()
+
+
+def test_array_pools_wrapped_without_copy_or_resized() -> None:
+    arr = np.stack([rand_image(i, 16, 24) for i in range(3)])
+    pool = ArrayPool(arr, labels=np.array([0, 1, 0]), class_names=["x", "y"], spec="arr")
+    for size in (16, 32):  # at or above the shorter side: kept as is, no copy
+        same, stats = dcache.load_stored_pool(pool, size)
+        assert np.shares_memory(same.pixels, arr) and stats.decoded == 3
+        np.testing.assert_array_equal(same.images, arr)
+        assert same.labels.tolist() == [0, 1, 0] and same.spec == "arr"
+    small, _ = dcache.load_stored_pool(pool, 8)
+    assert small.images.shape == (3, 8, 12, 3)  # one shape for all: a uniform view
+    np.testing.assert_array_equal(small.images[1], resize_reference(arr[1], 8))
+
+
+def test_gather_pads_by_replicating_each_image_border() -> None:
+    shapes = [(3, 5), (6, 2), (4, 4)]
+    imgs = [rand_image(i, h, w) for i, (h, w) in enumerate(shapes)]
+    offsets = np.cumsum([0] + [im.size for im in imgs[:-1]])
+    pool = dcache.StoredPool(np.concatenate([im.reshape(-1) for im in imgs]), offsets, shapes)
+    batch, extents = pool.gather(np.array([2, 0, 1]))
+    assert batch.shape == (3, 6, 5, 3) and extents.tolist() == [[4, 4], [3, 5], [6, 2]]
+    for row, index in enumerate([2, 0, 1]):
+        img = imgs[index]
+        h, w = img.shape[:2]
+        rows = np.minimum(np.arange(6), h - 1)
+        cols = np.minimum(np.arange(5), w - 1)
+        np.testing.assert_array_equal(batch[row], img[rows][:, cols])  # edge padding
+    with pytest.raises(ValueError):
+        dcache.StoredPool(np.zeros(10, np.uint8), np.array([0]), np.array([[2, 2]]))
+
+
+def test_stored_pool_bad_arguments() -> None:
+    pool = ArrayPool(np.zeros((2, 4, 4, 3), np.uint8))
+    with pytest.raises(ConfigError, match="valid choices: memory, mmap"):
+        dcache.load_stored_pool(pool, 4, cache="disk")
+    with pytest.raises(ConfigError, match="data.store_size"):
+        dcache.load_stored_pool(pool, 0)
+    with pytest.raises(ConfigError, match="workers"):
+        dcache.load_stored_pool(pool, 4, workers=-1)
