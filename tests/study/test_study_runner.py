@@ -180,3 +180,31 @@ def test_linear_finetune_and_from_scratch_baselines_are_recorded(tmp_path, quiet
         (scratch.eval_point == 1) & (scratch.split == "ood") & (scratch.metric == "top1")
     ]
     assert last.value.item() == pytest.approx(result["points"][1]["ood"]["top1"]["value"])
+
+
+def test_vdna_distances_bin_over_the_declared_reference_pool(finished):
+    from divssl.data.pool import open_pool
+    from divssl.distances import get_extractor, pool_features
+    from divssl.distances.metrics import vdna, vdna_ranges
+    from divssl.study.runner import compute_distances
+
+    from .conftest import OTHER, POOL
+
+    plan, _ = finished
+    run_id = plan.runs[0].id
+    block = {
+        "a": ["w"],
+        "b": ["w", "w_other"],
+        "metric": ["vdna"],
+        "extractor": f"run:{run_id}",
+        "max_images": 64,
+        "vdna_bins": 50,
+        "vdna_reference": "w_other",
+    }
+    rows = compute_distances(plan.study_dir, study_from_tree(tiny_tree(distances=[block])))
+    ext = get_extractor(f"run:{plan.study_dir / 'runs' / run_id}")
+    acts = {s: pool_features(open_pool(s), ext, 64, 0, with_acts=True).acts for s in (POOL, OTHER)}
+    want = vdna(acts[POOL], acts[OTHER], 50, vdna_ranges(acts[OTHER])).mean
+    value = {r["b"]: r["value"] for r in rows}
+    assert value["w_other"] == pytest.approx(want, rel=1e-12)
+    assert value["w"] == 0.0

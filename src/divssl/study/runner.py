@@ -375,7 +375,7 @@ def compute_distances(study_dir: str | Path, study: Any, frame: Any = None) -> l
 
     from divssl.data.pool import open_pool
     from divssl.distances import distance_matrix, get_extractor, pool_features
-    from divssl.distances.pipeline import parse_metrics
+    from divssl.distances.pipeline import parse_metrics, reference_ranges
     from divssl.io import atomic_write_text
 
     root = Path(study_dir)
@@ -394,6 +394,14 @@ def compute_distances(study_dir: str | Path, study: Any, frame: Any = None) -> l
             feats[ref] = pool_features(
                 opened[spec], ext, dspec.max_images, dspec.seed, "vdna" in metrics, dspec.batch_size
             )
+        ranges, reference = None, dspec.vdna_reference or dspec.a[0]
+        if "vdna" in metrics:  # one fixed range per extractor and layer, from the reference
+            spec = _pool_ref(plan_doc, reference)
+            if spec not in opened:
+                opened[spec] = open_pool(spec, field="distances.vdna_reference")
+            ranges = reference_ranges(
+                opened[spec], ext, dspec.max_images, dspec.seed, dspec.batch_size
+            )
         tables = distance_matrix(
             {r: feats[r] for r in dspec.a},
             {r: feats[r] for r in dspec.b},
@@ -402,6 +410,8 @@ def compute_distances(study_dir: str | Path, study: Any, frame: Any = None) -> l
             dspec.kid_subset_size,
             dspec.vdna_bins,
             dspec.seed,
+            vdna_fixed_ranges=ranges,
+            vdna_reference=reference,
         )
         for metric, table in tables.items():
             for i, a in enumerate(table.rows):

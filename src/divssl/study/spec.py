@@ -208,6 +208,7 @@ class DistanceSpec(_Strict):
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     vdna_bins: int = 1000
+    vdna_reference: str | None = None  # pool fixing VisualDNA's per-neuron ranges (default: a[0])
     batch_size: int = 64
 
 
