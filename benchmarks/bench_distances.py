@@ -98,11 +98,13 @@ def bench_shift(run: Path | None, tmp: Path, per_class: int, shifts: list[float]
     """Distances from world train@shift=0 to world test@shift for each shift."""
     from divssl.data import open_pool
     from divssl.distances import pool_features
+    from divssl.distances.metrics import vdna_ranges
 
     run = run or make_run_dir(tmp / "shift_run", "convnet_tiny", 16)
     extractor = get_extractor(f"run:{run}")
     base = f"world:classes=10:per_class={per_class}:size=16:seed=0"
     ref = pool_features(open_pool(f"{base}:split=train:shift=0"), extractor, with_acts=True)
+    ranges = vdna_ranges(ref.acts)  # one fixed range from the reference: every row in its units
     rows = []
     for shift in shifts:
         other = pool_features(
@@ -115,7 +117,7 @@ def bench_shift(run: Path | None, tmp: Path, per_class: int, shifts: list[float]
                 "fid": fid(ref.features, other.features),
                 "kid": res_kid.mean,
                 "kid_std": res_kid.std,
-                "vdna": vdna(ref.acts, other.acts, 1000).mean,
+                "vdna": vdna(ref.acts, other.acts, 1000, ranges).mean,
             }
         )
     return {"extractor": extractor.identity, "reference": f"{base}:split=train", "rows": rows}
