@@ -11,6 +11,11 @@ downscaling) and the centre ``size`` x ``size`` crop kept, exactly torchvision's
 ``Resize(size)`` + ``CenterCrop(size)`` on PIL images. With ``cache="mmap"`` the array is written
 once to a ``.npy`` file keyed by (manifest hash, size) and later opened memory-mapped, so a pool of
 10^6 images costs one decoding pass, not one per run.
+
+Pretraining crops its views from whole images instead: :func:`load_stored_pool` keeps each image's
+aspect ratio (shorter side ``store_size``, never upsampled) in a :class:`StoredPool`, one packed
+uint8 buffer plus per-image offsets and extents (memory or ``mmap``), whose
+:meth:`StoredPool.gather` pads a batch to its largest extent for the on-device crops.
 """
 
 from __future__ import annotations
