@@ -580,3 +580,33 @@ def test_bad_extents_are_rejected() -> None:
         A.make_views(images, preset, _gen(), extents=torch.tensor([[10, 12]]))
     with pytest.raises(ValueError, match="extents must lie"):
         A.make_views(images, preset, _gen(), extents=torch.tensor([[10, 12], [11, 12]]))
+
+
+def test_upsampled_corner_crops_read_no_padding_beyond_the_border() -> None:
+    import numpy as np
+
+    from divssl.data.cache import StoredPool
+
+    rng = np.random.default_rng(3)
+    shapes = [(9, 14), (20, 6)]
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in shapes]
+    pool = StoredPool(
+        np.concatenate([im.reshape(-1) for im in images]),
+        np.array([0, images[0].size]),
+        np.array(shapes),
+    )
+    padded, _ = pool.gather(np.array([0, 1]))
+    for row, (h, w) in enumerate(shapes):
+        one = torch.from_numpy(padded[row : row + 1]).permute(0, 3, 1, 2).float()
+        alone = torch.from_numpy(images[row][None]).permute(0, 3, 1, 2).float()
+        # 3 x 3 boxes in all four corners, upsampled to 24 px, with and without flips
+        for top, left in ((0, 0), (0, w - 3), (h - 3, 0), (h - 3, w - 3)):
+            boxes = torch.tensor([[top, left, 3, 3]])
+            for flip in (False, True):
+                f = torch.tensor([flip])
+                torch.testing.assert_close(
+                    A.resized_crop(one, boxes, f, 24),
+                    A.resized_crop(alone, boxes, f, 24),
+                    atol=1e-3,
+                    rtol=0,
+                )

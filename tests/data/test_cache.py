@@ -265,7 +265,7 @@ def test_array_pools_wrapped_without_copy_or_resized() -> None:
     np.testing.assert_array_equal(small.images[1], resize_reference(arr[1], 8))
 
 
-def test_gather_pads_by_replicating_each_image_border() -> None:
+def test_gather_pads_with_one_replicated_border_row_and_column() -> None:
     shapes = [(3, 5), (6, 2), (4, 4)]
     imgs = [rand_image(i, h, w) for i, (h, w) in enumerate(shapes)]
     offsets = np.cumsum([0] + [im.size for im in imgs[:-1]])
@@ -275,9 +275,11 @@ def test_gather_pads_by_replicating_each_image_border() -> None:
     for row, index in enumerate([2, 0, 1]):
         img = imgs[index]
         h, w = img.shape[:2]
-        rows = np.minimum(np.arange(6), h - 1)
-        cols = np.minimum(np.arange(5), w - 1)
-        np.testing.assert_array_equal(batch[row], img[rows][:, cols])  # edge padding
+        # the image plus one replicated column and row (all that bilinear crops can read)
+        rows = np.minimum(np.arange(min(h + 1, 6)), h - 1)
+        cols = np.minimum(np.arange(min(w + 1, 5)), w - 1)
+        np.testing.assert_array_equal(batch[row, : len(rows), : len(cols)], img[rows][:, cols])
+        assert not batch[row, h + 1 :].any() and not batch[row, :, w + 1 :].any()
     with pytest.raises(ValueError):
         dcache.StoredPool(np.zeros(10, np.uint8), np.array([0]), np.array([[2, 2]]))
 
