@@ -21,6 +21,7 @@ uint8 buffer plus per-image offsets and extents (memory or ``mmap``), whose
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import multiprocessing
 import os
@@ -552,8 +553,6 @@ class StoredPool(Pool):
         return out, extents
 
     def content_fingerprint(self) -> bytes:
-        import hashlib
-
         h = hashlib.sha256(self.extents.tobytes())
         step = max(1, len(self.pixels) // (1 << 20))
         h.update(np.ascontiguousarray(self.pixels[::step]).tobytes())
