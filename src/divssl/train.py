@@ -147,6 +147,8 @@ def prepare(cfg: Config) -> tuple[Prepared, dict[str, Any] | None]:
             raw_pool, _source_size(cfg), cache=cfg.data.cache, workers=cfg.data.workers
         )
         corrupt = list(stats.corrupt)
+        if cfg.subset.size is None:  # a fraction (default 1) of the decodable images
+            n = _subset_size(cfg, len(pool))
         subset = _decoded_subset(ordering, pool, n)
         record = {
             "kind": "permutation",
@@ -194,7 +196,15 @@ def _device(cfg: Config) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", dist.local_rank())
         return torch.device("cpu")
-    return torch.device(cfg.device)
+    device = torch.device(cfg.device)
+    if device.type == "cuda":  # refuse a missing GPU here, before the run dir is written
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError("device", f"{cfg.device} requested but torch sees no GPU", ("cpu",))
+        if device.index is not None and device.index >= count:
+            choices = ["cpu", "cuda", *(f"cuda:{i}" for i in range(count))]
+            raise ConfigError("device", f"{cfg.device} does not exist", choices)
+    return device
 
 
 def _autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
@@ -489,6 +499,93 @@ def _trim_metrics(path: Path, steps_done: int) -> None:
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
+# Keys that may differ on --resume: they change how a run is logged, tracked, checkpointed or
+# where it computes, not what it computes. ``out`` resolved to this run dir already.
+RESUME_FREE_KEYS = (
+    "log_every",
+    "tracking",
+    "mlflow_uri",
+    "checkpoint_every",
+    "device",
+    "threads",
+    "compile",
+    "out",
+)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def resume_differences(saved: dict[str, Any], given: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between a run dir's config and a resumed config.
+
+    Keys of :data:`RESUME_FREE_KEYS` (and keys below them) are ignored; a key present on one
+    side only counts as a difference.
+    """
+    a, b = _flatten(saved), _flatten(given)
+    return sorted(
+        key
+        for key in set(a) | set(b)
+        if a.get(key, _MISSING) != b.get(key, _MISSING)
+        and key.split(".")[0] not in RESUME_FREE_KEYS
+    )
+
+
+_MISSING = object()
+
+
+def check_resume_config(run_dir: Path, cfg: Config) -> None:
+    """On ``--resume`` the run dir's ``config.yaml`` is the contract: refuse a changed config.
+
+    Raises:
+        ConfigError: naming the differing keys with their saved and given values.
+    """
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return  # nothing was written yet: a fresh start
+    import yaml
+
+    saved = yaml.safe_load(path.read_text()) or {}
+    given = config_to_dict(cfg)
+    diffs = resume_differences(saved, given)
+    if diffs:
+        a, b = _flatten(saved), _flatten(given)
+        shown = "; ".join(
+            f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in diffs[:8]
+        )
+        more = f" (+{len(diffs) - 8} more)" if len(diffs) > 8 else ""
+        raise ConfigError(
+            "--resume",
+            f"{run_dir}/config.yaml is the run's contract; these keys differ: {shown}{more}. "
+            "Only " + ", ".join(RESUME_FREE_KEYS) + " may change on resume; "
+            "use another `out` for a different run",
+        )
+
+
+def clean_stale_tmp(run_dir: Path) -> list[Path]:
+    """Remove temporary files that a killed atomic write left (``.<name>.*.tmp``).
+
+    Returns:
+        The removed paths.
+    """
+    removed = []
+    for folder in (run_dir, run_dir / "checkpoints"):
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                if tmp.is_symlink() or tmp.is_file():
+                    tmp.unlink(missing_ok=True)
+                    removed.append(tmp)
+    return removed
+
+
 def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = None) -> Path:
     """Run one budgeted pretraining run and return its run dir.
 
@@ -503,10 +600,15 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
         RunFailed: a non-finite loss (summary.json records ``status: failed``).
     """
     dist.init_from_env()  # no-op for a single process; torchrun sets WORLD_SIZE/RANK
+    _device(cfg)  # a missing device is refused before any data is decoded
     prep, composition = prepare(cfg)
     run_dir = prep.run_dir
     is_main = dist.rank() == 0
     ckpt_path = run_dir / "checkpoints" / "last.pt"
+    if resume:
+        check_resume_config(run_dir, cfg)  # every rank, so none waits on a refused run
+        if is_main:
+            clean_stale_tmp(run_dir)
     if is_main and run_dir.exists() and not resume and (run_dir / "summary.json").exists():
         raise ConfigError(
             "out", f"run dir {run_dir} already holds a run; pass --resume or choose another `out`"

@@ -145,7 +145,7 @@ class StreamLoader:
     ) -> None:
         self.pool = pool
         self.subset = subset
-        self.batch_sizes = [int(b) for b in batch_sizes]
+        self.batch_sizes = batch_sizes  # Budget.batch_sizes is lazy: O(1) memory, never listed
         self.order_seed = int(order_seed)
         self.start_step = int(start_step)
         self.size = int(size)
@@ -217,11 +217,11 @@ class StreamLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.corrupt_keys = []
         self.images_yielded = 0
-        sizes = self.batch_sizes[self.start_step :]
-        if not sizes:
+        total = len(self.batch_sizes)
+        if self.start_step >= total:
             return
         known = self._known()
-        skip = sum(self.batch_sizes[: self.start_step])
+        skip = self._images_before(self.start_step)
         learner = _CheckedLearner(self.pool, self.subset, known)
         discard: int | None = None
         step = 0
@@ -243,18 +243,25 @@ class StreamLoader:
                     discard -= 1
                     continue
                 take.append(j)
-                if filled + len(take) == sizes[step]:
+                if filled + len(take) == int(self.batch_sizes[self.start_step + step]):
                     parts.append(out.images[torch.as_tensor(rows[take])])
                     part_labels.append(out.labels[take])
                     yield self._batch(parts, part_labels)
                     parts, part_labels, take, filled = [], [], [], 0
                     step += 1
-                    if step == len(sizes):
+                    if self.start_step + step == total:
                         return
             if take:
                 parts.append(out.images[torch.as_tensor(rows[take])])
                 part_labels.append(out.labels[take])
                 filled += len(take)
+
+    def _images_before(self, step: int) -> int:
+        """Images of steps ``0 .. step-1`` (the budget's rule when it has one; else summed)."""
+        budget = getattr(self.batch_sizes, "budget", None)
+        if budget is not None:
+            return int(budget.images_before(step))
+        return sum(int(self.batch_sizes[i]) for i in range(step))
 
     def _batch(
         self, parts: list[torch.Tensor], labels: list[np.ndarray]
@@ -330,7 +337,10 @@ def stream_batches(
     """
     wds = _check_streaming(pool)
     subset = stream_subset(wds, n_subset, subset_seed)
-    if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
+    # a Budget's lazy sizes are >= 1 by construction; other sequences are checked item by item
+    if not len(batch_sizes) or (
+        not hasattr(batch_sizes, "budget") and any(int(b) < 1 for b in batch_sizes)
+    ):
         raise ConfigError("batch_size", f"batch sizes must be >= 1, got {list(batch_sizes)[:8]}")
     if not 0 <= start_step <= len(batch_sizes):
         raise ConfigError("start_step", f"must be in 0..{len(batch_sizes)}, got {start_step}")
