@@ -34,6 +34,9 @@ class DataConfig(_Section):
     task: str | None = None  # downstream task spec: its classes define `in`/`out` class priors
     cache: Literal["memory", "mmap"] = "memory"  # decoded uint8 cache for random-access pools
     workers: int = 0  # decoding processes (0: in the main process)
+    # per-image decode limit, PIL's default (= divssl.data.cache.DEFAULT_MAX_PIXELS, tested);
+    # larger images count as corrupt and are never decoded
+    max_pixels: int = 89_478_485
 
 
 class SubsetConfig(_Section):
@@ -308,6 +311,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool, str]] = {
     "log_every": (1, None, True, True, "steps between log lines"),
     "checkpoint_every": (1, None, True, True, "steps between checkpoints"),
     "data.workers": (0, 256, True, True, "decoding processes"),
+    "data.max_pixels": (1, None, True, True, "pixels per image; larger ones count as corrupt"),
     "optim.base_lr": (0, None, False, True, "a learning rate is positive"),
     "optim.weight_decay": (0, None, True, True, "a decay is non-negative"),
     "optim.final_weight_decay": (0, None, True, True, "a decay is non-negative"),

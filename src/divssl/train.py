@@ -38,7 +38,7 @@ from divssl.backbones import build_backbone, export_backbone
 from divssl.budget import Budget, resolve_images, scaled_lr, stream_positions, warmup_cosine
 from divssl.cache import cache_key
 from divssl.config import Config, config_to_dict
-from divssl.data.cache import load_array_pool
+from divssl.data.cache import load_array_pool, pixel_limit
 from divssl.data.ordering import (
     Ordering,
     check_ordering,
@@ -143,9 +143,10 @@ def prepare(cfg: Config) -> tuple[Prepared, dict[str, Any] | None]:
             check_ordering(ordering, raw_pool)
         else:
             ordering = make_ordering(raw_pool, seed=cfg.subset.seed, balanced=cfg.subset.balanced)
-        pool, stats = load_array_pool(
-            raw_pool, _source_size(cfg), cache=cfg.data.cache, workers=cfg.data.workers
-        )
+        with pixel_limit(cfg.data.max_pixels):  # larger images are refused as corrupt
+            pool, stats = load_array_pool(
+                raw_pool, _source_size(cfg), cache=cfg.data.cache, workers=cfg.data.workers
+            )
         corrupt = list(stats.corrupt)
         if cfg.subset.size is None:  # a fraction (default 1) of the decodable images
             n = _subset_size(cfg, len(pool))
@@ -340,6 +341,7 @@ def batches(
         size=_source_size(prep.cfg),
         workers=prep.cfg.data.workers,
         subset_seed=prep.cfg.subset.seed,
+        max_pixels=prep.cfg.data.max_pixels,
     )
     prep.stream_loader = loader
     for images, labels in loader:
@@ -772,7 +774,7 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
         progress.close()
         logger.close()
     if prep.stream_loader is not None:
-        summary_base["corrupt_images"] = prep.stream_loader.corrupt_count
+        summary_base.update(stream_counts(prep.stream_loader, budget))
     if dist.is_dist():
         summary_base["replica_max_abs_diff"] = replica_drift(method)
     if is_main:
@@ -784,6 +786,35 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
     if is_main and status == "completed" and cfg.tracking == "mlflow" and not _in_study(run_dir):
         log_standalone_run(run_dir, config_to_dict(cfg))
     return run_dir
+
+
+def stream_counts(loader: Any, budget: Budget) -> dict[str, Any]:
+    """Summary fields of a streamed (``wds``) run, corrected for undecodable samples.
+
+    A streaming subset is cut by the index's sample counts, which include undecodable samples;
+    each bad sample is counted once (``corrupt_images``) and N, E and D are recomputed from the
+    decodable count. ``unique_images_indexed`` keeps the index's N and ``unique_images_exact``
+    says whether every sample of the subset was decoded at least once (else N is an upper bound).
+    """
+    corrupt = int(loader.corrupt_count)
+    out: dict[str, Any] = {"corrupt_images": corrupt}
+    if corrupt == 0:
+        return out
+    n = max(1, int(loader.decodable_count))
+    exact = bool(loader.subset_checked)
+    out.update(
+        unique_images=n,
+        unique_images_indexed=budget.unique_images,
+        unique_images_exact=exact,
+        epochs=budget.images / n,
+        diversity=n / budget.images,
+        unique_images_note=(
+            f"N counts decodable samples: {corrupt} of the subset's {budget.unique_images} "
+            f"indexed samples are undecodable and were skipped, so N = {n} and E, D use it"
+            + ("" if exact else " (not every sample was met yet: N is an upper bound)")
+        ),
+    )
+    return out
 
 
 def _in_study(run_dir: Path) -> bool:
