@@ -158,6 +158,8 @@ def parse_override(item: str) -> tuple[str, Any]:
         value = raw
     if isinstance(value, str) and ":" in raw and key.endswith("pool"):
         value = raw  # pool specs contain ':' and stay strings
+    if key.strip() == "out":
+        value = raw  # a path template: `{method}` is a format field, not a YAML mapping
     return key.strip(), value
 
 
