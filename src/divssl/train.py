@@ -563,10 +563,11 @@ def check_resume_config(run_dir: Path, cfg: Config) -> None:
         shown = "; ".join(
             f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in diffs[:8]
         )
-        more = f" (+{len(diffs) - 8} more)" if len(diffs) > 8 else ""
+        more = "; ..." if len(diffs) > 8 else ""
         raise ConfigError(
             "--resume",
-            f"{run_dir}/config.yaml is the run's contract; these keys differ: {shown}{more}. "
+            f"{run_dir}/config.yaml is the run's contract; these keys differ: "
+            f"{', '.join(diffs)} (saved -> given: {shown}{more}). "
             "Only " + ", ".join(RESUME_FREE_KEYS) + " may change on resume; "
             "use another `out` for a different run",
         )
