@@ -92,12 +92,16 @@ class FinetuneSettings(EvalCommon):
 S = TypeVar("S", bound=BaseModel)
 
 
-def settings_error(exc: ValidationError, prefix: str = "") -> ConfigError:
+def settings_error(
+    exc: ValidationError, prefix: str = "", items_in_field: bool = False
+) -> ConfigError:
     """The first pydantic error as a :class:`ConfigError` naming the dotted field.
 
     Args:
         exc: the validation error.
         prefix: put in front of the field (``"evaluations[0]"`` in a study).
+        items_in_field: name a list item as ``k[0]`` (a study's YAML list) rather than ``k``
+            with the position in the message (a CLI option's comma-separated string).
     """
     err = exc.errors()[0]
     loc = err["loc"]
@@ -110,6 +114,9 @@ def settings_error(exc: ValidationError, prefix: str = "") -> ConfigError:
     names = [str(part) for part in loc if not isinstance(part, int)]
     items = [part for part in loc if isinstance(part, int)]
     field = ".".join([prefix, *names] if prefix else names) or prefix or "settings"
+    if items_in_field and items:
+        field += "".join(f"[{i}]" for i in items)
+        items = []
     if err["type"] == "extra_forbidden":
         return ConfigError(field, "unknown key")
     got = err.get("input")

@@ -52,7 +52,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from divssl.errors import ConfigError, unknown_choice
-from divssl.evaluate.settings import EvalCommon, FinetuneSettings, KnnSettings, LinearSettings
+from divssl.evaluate.settings import (
+    EvalCommon,
+    FinetuneSettings,
+    KnnSettings,
+    LinearSettings,
+    settings_error,
+)
 
 SPECIAL_AXES = ("pool", "composition", "normalization")
 NORMALIZATIONS = ("compute", "epoch")
@@ -430,8 +436,15 @@ def _check_axis(key: str, values: Any, fld: str, study: dict[str, Any]) -> None:
         _check_axis_values(key, values, fld)
 
 
-def _check_axis_values(key: str, values: list[Any], fld: str) -> None:
-    """Each value of a pretraining-key axis has the key's type and range (as in ``pretrain``)."""
+def _check_axis_values(key: str, values: list[Any], fld: str, indexed: bool = True) -> None:
+    """Each value of a pretraining-key axis has the key's type and range (as in ``pretrain``).
+
+    Args:
+        key: the dotted pretraining key.
+        values: the axis values (one value for a ``base`` entry).
+        fld: the field to name in errors (``grid.budget.images``).
+        indexed: name ``fld[i]`` for a type error of value ``i`` (an axis) rather than ``fld``.
+    """
     from pydantic import TypeAdapter
 
     from divssl.config import RANGES, Config, check_device, check_out, check_value
@@ -439,6 +452,8 @@ def _check_axis_values(key: str, values: list[Any], fld: str) -> None:
     model: Any = Config
     for part in key.split(".")[:-1]:
         model = model.model_fields[part].annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return  # method_args.*: the method's own model checks them when the run loads
     last = key.split(".")[-1]
     if last not in model.model_fields or not (key in RANGES or key in ("device", "out")):
         return  # other keys are checked when each run's config loads
@@ -446,15 +461,19 @@ def _check_axis_values(key: str, values: list[Any], fld: str) -> None:
     for i, value in enumerate(values):
         if isinstance(value, str) and key in RANGES:
             try:  # YAML reads 1e15 as a string; say the range rather than "not an integer"
-                check_value(key, float(value))
+                number = float(value)
             except ValueError:
-                pass
-            except ConfigError as exc:
-                raise reprefix(exc, fld[: -len(key)].rstrip(".")) from None
+                number = None
+            if number is not None:
+                try:
+                    check_value(key, number)
+                except ConfigError as exc:
+                    raise reprefix(exc, fld[: -len(key)].rstrip(".")) from None
         try:
             value = adapter.validate_python(value)
         except ValidationError as exc:
-            raise ConfigError(f"{fld}[{i}]", exc.errors()[0]["msg"]) from None
+            where = f"{fld}[{i}]" if indexed else fld
+            raise ConfigError(where, f"{exc.errors()[0]['msg']}, got {value!r}") from None
         try:
             if key == "device":
                 check_device(value)
@@ -551,7 +570,10 @@ def _parse_evaluations(items: Any) -> list[Evaluation]:
         try:
             out.append(model.model_validate(item))  # type: ignore[arg-type]
         except ValidationError as exc:
-            raise validation_error(exc, model, f"evaluations[{i}]") from None
+            if exc.errors()[0]["type"] == "extra_forbidden":  # lists the valid keys
+                raise validation_error(exc, model, f"evaluations[{i}]") from None
+            # the same message as `divssl eval` gives for the same value
+            raise settings_error(exc, f"evaluations[{i}]", items_in_field=True) from None
     return out
 
 
@@ -578,6 +600,11 @@ def validate_study(tree: dict[str, Any]) -> Study:
             "use letters, digits, '.', '_' or '-' only, not starting with '.', "
             f"got {study.name!r}",
         )
+    for key, value in study.base.items():  # the same types and ranges as `divssl pretrain`
+        if isinstance(key, str) and _config_key_exists(key) and key not in SPECIAL_AXES:
+            _check_axis_values(key, [value], f"base.{key}", indexed=False)
+    if study.out is not None and (not study.out.strip() or Path(study.out).name in (".", "..")):
+        raise ConfigError("out", f"{study.out!r} names no study folder (empty, '.' or '..')")
     _check_references(study)
     return study
 
