@@ -50,6 +50,8 @@ BAD_OVERRIDES = [
     (["out={nosuchfield}"], "out", "valid choices: backbone, budget, method, n, seed"),
     (["out="], "out", "empty"),
     (["out=."], "out", "current"),
+    (["out=runs/{method.__class__}"], "out", "unknown format field {method.__class__}"),
+    (["out=runs/{seed:q}"], "out", "bad format string"),
     (["device=banana"], "device", "valid choices: auto, cpu, cuda, cuda:N"),
     (["optim.base_lr=-1"], "optim.base_lr", "(0, inf)"),
     (["optim.base_lr=nan"], "optim.base_lr", "finite"),
@@ -179,6 +181,7 @@ FUZZ_VALUES = [
     "1000000000000000", "99999999999999999999999", "true", "null", "[]", "[1, 2]", "{}",
     "{a: 1}", "'x'", "banana", "cuda:99", "{nosuchfield}", "..", "/", "world:classes=2",
     "!!python/object/apply:os.system ['echo hi']", "\x00", "é", "runs/{method}", "1:2:3",
+    "{seed:q}", "{n[0]}", "{}",
 ]  # fmt: skip
 FUZZ_EXTRA_KEYS = ["nope", "data.nope", "optim.base_lr.x", "method_args.temperature", "a..b"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import string
 from pathlib import Path
 from typing import Any, Literal
 
@@ -380,10 +381,15 @@ def check_out(out: str) -> None:
     if not isinstance(out, str) or not out.strip():
         raise ConfigError("out", "give a run dir (empty would write into the current directory)")
     try:
-        path = out.format(**{name: 0 for name in OUT_FIELDS})
-    except (KeyError, IndexError) as exc:
-        raise ConfigError("out", f"unknown format field {{{exc.args[0]}}}", OUT_FIELDS) from None
+        fields = [f for _, f, _, _ in string.Formatter().parse(out) if f is not None]
     except ValueError as exc:
+        raise ConfigError("out", f"bad format string {out!r}: {exc}") from None
+    for name in fields:  # plain names only: no `{method.attr}` / `{n[0]}` lookups
+        if name not in OUT_FIELDS:
+            raise ConfigError("out", f"unknown format field {{{name}}}", OUT_FIELDS)
+    try:
+        path = out.format(**{name: 0 for name in OUT_FIELDS})
+    except ValueError as exc:  # a bad format spec such as {seed:q}
         raise ConfigError("out", f"bad format string {out!r}: {exc}") from None
     if Path(path).resolve() == Path.cwd().resolve() or Path(path).name in ("", ".", ".."):
         raise ConfigError("out", f"{out!r} names the current or a parent directory, not a run dir")
