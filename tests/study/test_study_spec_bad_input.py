@@ -8,9 +8,12 @@ import pytest
 
 from divssl import cli
 from divssl.errors import ConfigError
+from divssl.study.plan import build_plan
 from divssl.study.spec import study_from_tree
 
-from .conftest import tiny_tree, write_study
+from .conftest import BASE_TREE, tiny_tree, write_study
+
+BASE = BASE_TREE["base"]
 
 
 def _with_eval(**fields):
@@ -45,23 +48,34 @@ BAD_TREES = [
     ),
     ({"evaluations": _with_eval(temperature=float("nan"))}, "evaluations[0].temperature", "finite"),
     ({"evaluations": _with_eval(level=1.5)}, "evaluations[0].level", "less than 1"),
-    (
-        {"grid": {"pool": ["w"], "budget.images": [1.0e15]}},
-        "grid.budget.images",
-        "[1, 1000000000000]",
-    ),
-    ({"grid": {"pool": ["w"], "budget.images": ["1e15"]}}, "grid.budget.images", "[1, "),
-    ({"grid": {"pool": ["w"], "seed": [-1]}}, "grid.seed", "[0, 4294967295]"),
-    ({"grid": {"pool": ["w"], "image_size": [100000]}}, "grid.image_size", "[1, 1024]"),
-    ({"grid": {"pool": ["w"], "device": ["banana"]}}, "grid.device", "cuda:N"),
-    ({"grid": {"pool": ["w"], "optim.base_lr": ["x"]}}, "grid.optim.base_lr[0]", "number"),
-    ({"base": {"optim.warmup_fraction": 5}}, "base.optim.warmup_fraction", "[0, 1)"),
-    ({"base": {"budget.images": 10**15}}, "base.budget.images", "[1, "),
     ({"name": ".."}, "name", "not starting with '.'"),
     ({"name": "."}, "name", "not starting with '.'"),
     ({"name": "a/b"}, "name", "letters"),
     ({"out": ".."}, "out", "no study folder"),
 ]
+
+
+# Grid and base values are checked per grid point by the plan with the pretraining config's own
+# validation (`load_config`, the same as `divssl pretrain`): (changes, key named, message text).
+BAD_POINTS = [
+    ({"grid": {"pool": ["w"], "budget.images": [1.0e15]}}, "budget.images", "[1, 1000000000000]"),
+    ({"grid": {"pool": ["w"], "budget.images": ["1e15"]}}, "budget.images", "valid integer"),
+    ({"grid": {"pool": ["w"], "seed": [0, -1]}}, "seed", "[0, 4294967295]"),
+    ({"grid": {"pool": ["w"], "image_size": [100000]}}, "image_size", "[1, 1024]"),
+    ({"grid": {"pool": ["w"], "device": ["banana"]}}, "device", "cuda:N"),
+    ({"grid": {"pool": ["w"], "optim.base_lr": [float("nan")]}}, "optim.base_lr", "finite"),
+    ({"base": {**BASE, "optim.warmup_fraction": 5}}, "optim.warmup_fraction", "[0, 1)"),
+    ({"base": {**BASE, "budget.images": 10**15}}, "budget.images", "[1, "),
+]
+
+
+@pytest.mark.parametrize(("changes", "key", "says"), BAD_POINTS)
+def test_bad_grid_or_base_value_is_refused_before_the_study_folder(tmp_path, changes, key, says):
+    with pytest.raises(ConfigError) as info:
+        build_plan(study_from_tree(tiny_tree(**changes)), tmp_path / "s", count_flops=False)
+    assert info.value.field.endswith(f"}}.{key}"), info.value.field
+    assert says in str(info.value)
+    assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.parametrize(("changes", "field", "says"), BAD_TREES)
@@ -72,7 +86,7 @@ def test_bad_study_tree_names_the_field(changes, field, says):
     assert says in str(info.value)
 
 
-@pytest.mark.parametrize(("changes", "field", "says"), BAD_TREES[::3])
+@pytest.mark.parametrize(("changes", "field", "says"), BAD_TREES[::3] + BAD_POINTS[:1])
 def test_bad_study_file_exits_2_and_writes_nothing(
     tmp_path, monkeypatch, capsys, changes, field, says
 ):
@@ -82,7 +96,7 @@ def test_bad_study_file_exits_2_and_writes_nothing(
     with pytest.raises(SystemExit) as info:
         cli.main()
     err = " ".join(capsys.readouterr().err.split())
-    assert info.value.code == 2 and f"{field}:" in err, err
+    assert info.value.code == 2 and f"{field}:" in err and says in err, err
     assert [p.name for p in tmp_path.iterdir()] == ["study.yaml"]
 
 

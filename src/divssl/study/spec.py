@@ -432,57 +432,6 @@ def _check_axis(key: str, values: Any, fld: str, study: dict[str, Any]) -> None:
             "unknown axis (a dotted pretraining key or pool, composition, normalization)",
             _axis_choices(),
         )
-    else:
-        _check_axis_values(key, values, fld)
-
-
-def _check_axis_values(key: str, values: list[Any], fld: str, indexed: bool = True) -> None:
-    """Each value of a pretraining-key axis has the key's type and range (as in ``pretrain``).
-
-    Args:
-        key: the dotted pretraining key.
-        values: the axis values (one value for a ``base`` entry).
-        fld: the field to name in errors (``grid.budget.images``).
-        indexed: name ``fld[i]`` for a type error of value ``i`` (an axis) rather than ``fld``.
-    """
-    from pydantic import TypeAdapter
-
-    from divssl.config import RANGES, Config, check_device, check_out, check_value
-
-    model: Any = Config
-    for part in key.split(".")[:-1]:
-        model = model.model_fields[part].annotation
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return  # method_args.*: the method's own model checks them when the run loads
-    last = key.split(".")[-1]
-    if last not in model.model_fields or not (key in RANGES or key in ("device", "out")):
-        return  # other keys are checked when each run's config loads
-    adapter = TypeAdapter(model.model_fields[last].annotation)
-    for i, value in enumerate(values):
-        if isinstance(value, str) and key in RANGES:
-            try:  # YAML reads 1e15 as a string; say the range rather than "not an integer"
-                number = float(value)
-            except ValueError:
-                number = None
-            if number is not None:
-                try:
-                    check_value(key, number)
-                except ConfigError as exc:
-                    raise reprefix(exc, fld[: -len(key)].rstrip(".")) from None
-        try:
-            value = adapter.validate_python(value)
-        except ValidationError as exc:
-            where = f"{fld}[{i}]" if indexed else fld
-            raise ConfigError(where, f"{exc.errors()[0]['msg']}, got {value!r}") from None
-        try:
-            if key == "device":
-                check_device(value)
-            elif key == "out":
-                check_out(value)
-            else:
-                check_value(key, value)
-        except ConfigError as exc:
-            raise reprefix(exc, fld[: -len(key)].rstrip(".")) from None
 
 
 def _check_grid(study: dict[str, Any]) -> list[dict[str, Any]]:
@@ -600,9 +549,6 @@ def validate_study(tree: dict[str, Any]) -> Study:
             "use letters, digits, '.', '_' or '-' only, not starting with '.', "
             f"got {study.name!r}",
         )
-    for key, value in study.base.items():  # the same types and ranges as `divssl pretrain`
-        if isinstance(key, str) and _config_key_exists(key) and key not in SPECIAL_AXES:
-            _check_axis_values(key, [value], f"base.{key}", indexed=False)
     if study.out is not None and (not study.out.strip() or Path(study.out).name in (".", "..")):
         raise ConfigError("out", f"{study.out!r} names no study folder (empty, '.' or '..')")
     _check_references(study)
