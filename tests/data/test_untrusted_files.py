@@ -93,6 +93,16 @@ def test_follow_symlinks_true_allows_links_but_never_opens_devices(hostile_folde
     assert int(pool.read(keys.index("a/link_out.png"))[0, 0, 0]) == 200
 
 
+def test_follow_symlinks_changes_the_manifest_and_the_limit_the_mmap_cache(hostile_folder):
+    plain = open_pool(f"folder:root={hostile_folder}")
+    following = open_pool(f"folder:root={hostile_folder}:follow_symlinks=true")
+    assert plain.manifest_hash() != following.manifest_hash()
+    _, default = load_array_pool(plain, 8, cache="mmap")
+    with pixel_limit(100):  # 12x12 images = 144 pixels: every image refused
+        _, low = load_array_pool(plain, 8, cache="mmap")
+    assert len(default.corrupt) == 3 and low.decoded == 0  # not the default limit's cache
+
+
 def test_bad_follow_symlinks_value_names_the_field(hostile_folder):
     with pytest.raises(ConfigError) as info:
         open_pool(f"folder:root={hostile_folder}:follow_symlinks=maybe")

@@ -381,6 +381,8 @@ def _load_mmap(
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "decoded"
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{pool.manifest_hash()}-{size}"
+    if current_max_pixels() != DEFAULT_MAX_PIXELS:  # the limit decides which images are corrupt
+        stem += f"-px{current_max_pixels()}"
     path, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
     with FileLock(str(folder / f"{stem}.lock")):
         if not (path.is_file() and meta_path.is_file()):

@@ -210,15 +210,19 @@ def folder(
     with_classes = _resolve_layout(top, labels)
     paths = _walk_images(top, top, follow_symlinks=bool(follow_symlinks))
     confine = not follow_symlinks
+    # following links can change which samples decode: a distinct manifest (caches, orderings)
+    extra = b"" if confine else b"follow_symlinks=true"
     if not paths:
         raise ConfigError(
             "data.pool.root", f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {top}"
         )
     source = pool_json_source(top) or "source"
     if not with_classes:
-        return FileListPool(top, paths, source=source, confine=confine)
+        return FileListPool(top, paths, source=source, extra_fingerprint=extra, confine=confine)
     class_of = [p.split("/", 1)[0] for p in paths]
     class_names = sorted(set(class_of))
     index = {name: i for i, name in enumerate(class_names)}
     label_array = np.fromiter((index[c] for c in class_of), dtype=np.int64, count=len(paths))
-    return FileListPool(top, paths, label_array, class_names, source=source, confine=confine)
+    return FileListPool(
+        top, paths, label_array, class_names, source, extra_fingerprint=extra, confine=confine
+    )
