@@ -16,11 +16,18 @@ is a single integer and resuming needs only the step index.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
 from divssl.errors import ConfigError
+
+# The largest budget C accepted: ~500x the largest published SSL runs (DINOv2 ViT-g: ~2e9
+# images); above it a run would take centuries on any machine and int64 stream positions near
+# their end lose meaning for users. Shared with config validation (``divssl.config.RANGES``).
+MAX_BUDGET_IMAGES = 10**12
 
 
 @dataclass(frozen=True)
@@ -62,26 +69,81 @@ class Budget:
         return self.unique_images / self.images
 
     @property
-    def batch_sizes(self) -> list[int]:
-        """Images per step; sums to exactly C (see the module docstring for the remainder)."""
+    def steps(self) -> int:
+        """Number of optimizer steps (O(1): computed from C and B, never listed)."""
         full, rem = divmod(self.images, self.global_batch)
-        sizes = [self.global_batch] * full
-        if rem >= self.min_batch or not sizes:
-            sizes.append(rem)
-        else:
-            sizes[-1] += rem
-        return [s for s in sizes if s > 0]
+        if full == 0:
+            return 1  # C < B: one step of C images
+        return full + 1 if rem >= self.min_batch else full
+
+    def batch_size(self, step: int) -> int:
+        """Images of step ``step`` (see the module docstring for the remainder).
+
+        Raises:
+            IndexError: ``step`` outside ``0 .. steps - 1``.
+        """
+        steps = self.steps
+        if not 0 <= step < steps:
+            raise IndexError(f"step {step} outside 0..{steps - 1}")
+        full, rem = divmod(self.images, self.global_batch)
+        if full == 0:
+            return self.images
+        if step < full - 1:
+            return self.global_batch
+        if rem >= self.min_batch:
+            return self.global_batch if step == full - 1 else rem
+        return self.global_batch + rem  # the last full step also takes the small remainder
 
     @property
-    def steps(self) -> int:
-        """Number of optimizer steps."""
-        return len(self.batch_sizes)
+    def batch_sizes(self) -> BatchSizes:
+        """Images per step as a lazy sequence; sums to exactly C (O(1) memory)."""
+        return BatchSizes(self)
 
     def images_before(self, step: int) -> int:
-        """Images consumed by steps ``0 .. step-1``."""
-        sizes = self.batch_sizes
-        full = min(step, len(sizes))
-        return sum(sizes[:full])
+        """Images consumed by steps ``0 .. step-1``: every step before the last holds B."""
+        if step <= 0:
+            return 0
+        return self.images if step >= self.steps else step * self.global_batch
+
+
+class BatchSizes(Sequence[int]):
+    """The per-step batch sizes of a :class:`Budget`, computed on access (a rule, not a list).
+
+    Compares equal to any sequence with the same items; slices are materialised lists.
+    """
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+
+    def __len__(self) -> int:
+        return self.budget.steps
+
+    @overload
+    def __getitem__(self, index: int) -> int: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[int]: ...
+
+    def __getitem__(self, index: int | slice) -> int | list[int]:
+        if isinstance(index, slice):
+            return [self.budget.batch_size(i) for i in range(*index.indices(len(self)))]
+        i = index + len(self) if index < 0 else index
+        return self.budget.batch_size(i)
+
+    def __iter__(self) -> Iterator[int]:
+        return (self.budget.batch_size(i) for i in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
+
+    def __hash__(self) -> int:
+        return hash((self.budget.images, self.budget.global_batch, self.budget.min_batch))
+
+    def __repr__(self) -> str:
+        head = ", ".join(str(b) for b in self[:4])
+        return f"BatchSizes([{head}{', ...' if len(self) > 4 else ''}], steps={len(self)})"
 
 
 def resolve_images(
@@ -95,13 +157,24 @@ def resolve_images(
     if (budget_images is None) == (budget_epochs is None):
         raise ConfigError("budget", "give exactly one of budget.images (C) or budget.epochs")
     if budget_images is not None:
-        if budget_images < 1:
-            raise ConfigError("budget.images", f"C must be >= 1, got {budget_images}")
+        if not 1 <= budget_images <= MAX_BUDGET_IMAGES:
+            raise ConfigError(
+                "budget.images",
+                f"C must lie in [1, {MAX_BUDGET_IMAGES:.0e}] (a larger run would take "
+                f"centuries), got {budget_images}",
+            )
         return int(budget_images)
     assert budget_epochs is not None
-    if budget_epochs <= 0:
-        raise ConfigError("budget.epochs", f"must be > 0, got {budget_epochs}")
-    return max(1, round(unique_images * budget_epochs))
+    if not 0 < budget_epochs < math.inf:
+        raise ConfigError("budget.epochs", f"must be a finite number > 0, got {budget_epochs}")
+    images = max(1, round(unique_images * budget_epochs))
+    if images > MAX_BUDGET_IMAGES:
+        raise ConfigError(
+            "budget.epochs",
+            f"C = N x E = {images:.3g} images exceeds the bound {MAX_BUDGET_IMAGES:.0e} "
+            "(a run that long would take centuries)",
+        )
+    return images
 
 
 def pass_permutation(n: int, order_seed: int, pass_index: int) -> np.ndarray:

@@ -25,7 +25,13 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+_MOUNTED: list[bool] = []
+
+
 def _mount_subcommands() -> None:
+    if _MOUNTED:  # main() may run more than once in a process (tests): mount once
+        return
+    _MOUNTED.append(True)
     from divssl.data.cli import app as data_app
     from divssl.data.cli_prep import app as prep_app
     from divssl.distances.cli import app as distance_app

@@ -8,19 +8,23 @@ resolved config is written into the run dir as ``config.yaml`` and later command
 from __future__ import annotations
 
 import copy
+import math
+import re
+import string
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from divssl.budget import MAX_BUDGET_IMAGES
 from divssl.errors import ConfigError
 
 DEFAULT_POOL = "world:classes=10:per_class=1000:size=16:seed=0"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf never valid
 
 
 class DataConfig(_Section):
@@ -34,6 +38,9 @@ class DataConfig(_Section):
     # Shorter side (px) of the stored whole images that views are cropped from (aspect kept,
     # never upsampled); None: image_size for views <= 64 px, else image_size * 256/224.
     store_size: int | None = None
+    # per-image decode limit, PIL's default (= divssl.data.cache.DEFAULT_MAX_PIXELS, tested);
+    # larger images count as corrupt and are never decoded
+    max_pixels: int = 89_478_485
 
 
 class SubsetConfig(_Section):
@@ -155,6 +162,8 @@ def parse_override(item: str) -> tuple[str, Any]:
         value = raw
     if isinstance(value, str) and ":" in raw and key.endswith("pool"):
         value = raw  # pool specs contain ':' and stay strings
+    if key.strip() == "out":
+        value = raw  # a path template: `{method}` is a format field, not a YAML mapping
     return key.strip(), value
 
 
@@ -180,6 +189,40 @@ def _validation_to_config_error(exc: ValidationError) -> ConfigError:
     return ConfigError(field, err["msg"], choices)
 
 
+MAX_YAML_BYTES = 16 * 2**20  # a config or study file is text of a few KiB
+
+
+def read_yaml_file(path: str | Path, field: str) -> Any:
+    """Read a YAML file safely: text only, ``yaml.safe_load`` (no ``!!python`` tags), bounded.
+
+    Args:
+        path: the file.
+        field: what to name in errors (``--config``, ``study``).
+
+    Raises:
+        ConfigError: a missing, oversized, binary or non-YAML file, or one with unsafe tags.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(field, f"no such file: {p}")
+    if p.stat().st_size > MAX_YAML_BYTES:
+        raise ConfigError(field, f"{p} is larger than {MAX_YAML_BYTES // 2**20} MiB; not a config")
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(field, f"{p} is not UTF-8 text (a binary file?)") from None
+    if "\x00" in text:
+        raise ConfigError(field, f"{p} holds NUL bytes (a binary file?)")
+    try:
+        return yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:
+        problem = f"{p} holds a YAML tag that is not allowed: {exc.problem}"
+        raise ConfigError(field, problem) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(field, f"{p} is not valid YAML: {exc}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Build a validated :class:`Config` from defaults, an optional YAML file and overrides.
 
@@ -188,10 +231,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """
     tree: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("--config", f"no such file: {p}")
-        loaded = yaml.safe_load(p.read_text()) or {}
+        loaded = read_yaml_file(path, "--config") or {}
         if not isinstance(loaded, dict):
             raise ConfigError("--config", "the config file must hold a mapping")
         tree = _deep_merge(tree, loaded)
@@ -241,6 +281,9 @@ def validate_static(cfg: Config) -> None:
     for name in ("batch_size", "image_size", "log_every", "checkpoint_every"):
         if getattr(cfg, name) < 1:
             raise ConfigError(name, f"must be >= 1, got {getattr(cfg, name)}")
+    _check_ranges(cfg)
+    check_device(cfg.device)
+    check_out(cfg.out)
     if cfg.augment.preset is not None and cfg.augment.preset not in PRESETS:
         raise ConfigError("augment.preset", f"unknown value {cfg.augment.preset!r}", PRESETS)
     if cfg.augment.n_local_crops < 0:
@@ -250,6 +293,111 @@ def validate_static(cfg: Config) -> None:
         raise ConfigError(
             "augment.n_local_crops", f"{cfg.method} takes two views; multi-crop needs", multi
         )
+
+
+# ------------------------------------------------------------------------- ranges of values
+# Bounds of numeric keys, shared with study specs (``divssl.study.spec`` checks grid values with
+# :func:`check_value`). Each bound says why it is there; the message of a refused value quotes it.
+# MAX_BUDGET_IMAGES (1e12, from divssl.budget): ~500x the largest published SSL runs
+MAX_IMAGE_SIZE = 1024  # views are B x 3 x S^2 floats on the device; SSL recipes stop at 518 px
+MAX_BATCH_SIZE = 2**16  # 2x the largest SSL batch in the literature (32768, LARS studies)
+MAX_SEED = 2**32 - 1  # numpy's legacy seed range; every seed stream fits torch's 64 bits
+
+# dotted key -> (low, high, low inclusive, high inclusive, reason); None: unbounded side
+RANGES: dict[str, tuple[float | None, float | None, bool, bool, str]] = {
+    "budget.images": (1, MAX_BUDGET_IMAGES, True, True, "C above 1e12 would run for centuries"),
+    "budget.epochs": (0, None, False, True, "E = C / N"),
+    "subset.size": (1, None, True, True, "N counts images"),
+    "subset.fraction": (0, 1, False, True, "a share of the pool"),
+    "subset.seed": (0, MAX_SEED, True, True, "numpy seed range"),
+    "batch_size": (1, MAX_BATCH_SIZE, True, True, "2**16 is 2x the largest SSL batch published"),
+    "image_size": (1, MAX_IMAGE_SIZE, True, True, "views are B x 3 x S^2 floats on the device"),
+    "seed": (0, MAX_SEED, True, True, "numpy seed range"),
+    "seeds.init": (0, MAX_SEED, True, True, "numpy seed range"),
+    "seeds.order": (0, MAX_SEED, True, True, "numpy seed range"),
+    "seeds.augment": (0, MAX_SEED, True, True, "numpy seed range"),
+    "log_every": (1, None, True, True, "steps between log lines"),
+    "checkpoint_every": (1, None, True, True, "steps between checkpoints"),
+    "data.workers": (0, 256, True, True, "decoding processes"),
+    "data.max_pixels": (1, None, True, True, "pixels per image; larger ones count as corrupt"),
+    "optim.base_lr": (0, None, False, True, "a learning rate is positive"),
+    "optim.weight_decay": (0, None, True, True, "a decay is non-negative"),
+    "optim.final_weight_decay": (0, None, True, True, "a decay is non-negative"),
+    "optim.warmup_fraction": (0, 1, True, False, "a share of the steps, leaving >= 1 to decay"),
+    "optim.final_lr_fraction": (0, 1, True, True, "a share of base_lr"),
+    "optim.momentum": (0, 1, True, False, "momentum >= 1 diverges"),
+    "optim.lars_eta": (0, None, False, True, "LARS trust coefficient is positive"),
+    "optim.grad_clip": (0, None, False, True, "a gradient-norm bound is positive"),
+    "augment.n_local_crops": (0, 32, True, True, "multi-crop recipes use <= 10 local crops"),
+    "augment.local_size": (1, MAX_IMAGE_SIZE, True, True, "like image_size"),
+}
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+")
+OUT_FIELDS = ("method", "backbone", "budget", "n", "seed")  # format fields of `out`
+
+
+def _range_text(low: float | None, high: float | None, low_in: bool, high_in: bool) -> str:
+    def num(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() and abs(x) < 2**53 else f"{x:g}"
+
+    left = "-inf" if low is None else num(low)
+    right = "inf" if high is None else num(high)
+    opening = "[" if low_in and low is not None else "("
+    closing = "]" if high_in and high is not None else ")"
+    return f"{opening}{left}, {right}{closing}"
+
+
+def check_value(dotted: str, value: Any) -> None:
+    """Refuse a value of a bounded key that lies outside its range (see :data:`RANGES`).
+
+    Raises:
+        ConfigError: naming ``dotted``, the valid range and the reason of the bound.
+    """
+    if dotted not in RANGES or value is None or isinstance(value, bool):
+        return
+    if not isinstance(value, (int, float)):
+        raise ConfigError(dotted, f"expected a number, got {value!r}")
+    low, high, low_in, high_in, why = RANGES[dotted]
+    if not math.isfinite(value):
+        raise ConfigError(dotted, f"must be a finite number, got {value!r}")
+    too_low = low is not None and (value < low if low_in else value <= low)
+    too_high = high is not None and (value > high if high_in else value >= high)
+    if too_low or too_high:
+        bounds = _range_text(low, high, low_in, high_in)
+        raise ConfigError(dotted, f"must lie in {bounds} ({why}), got {value!r}")
+
+
+def _check_ranges(cfg: Config) -> None:
+    tree = config_to_dict(cfg)
+    for dotted in RANGES:
+        node: Any = tree
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        check_value(dotted, node)
+
+
+def check_device(device: str) -> None:
+    """The form of ``device`` (whether it exists is checked when the run starts)."""
+    if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
+        raise ConfigError("device", f"unknown device {device!r}", ("auto", "cpu", "cuda", "cuda:N"))
+
+
+def check_out(out: str) -> None:
+    """``out`` must be a non-empty path template using only :data:`OUT_FIELDS`."""
+    if not isinstance(out, str) or not out.strip():
+        raise ConfigError("out", "give a run dir (empty would write into the current directory)")
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(out) if f is not None]
+    except ValueError as exc:
+        raise ConfigError("out", f"bad format string {out!r}: {exc}") from None
+    for name in fields:  # plain names only: no `{method.attr}` / `{n[0]}` lookups
+        if name not in OUT_FIELDS:
+            raise ConfigError("out", f"unknown format field {{{name}}}", OUT_FIELDS)
+    try:
+        path = out.format(**{name: 0 for name in OUT_FIELDS})
+    except ValueError as exc:  # a bad format spec such as {seed:q}
+        raise ConfigError("out", f"bad format string {out!r}: {exc}") from None
+    if Path(path).resolve() == Path.cwd().resolve() or Path(path).name in ("", ".", ".."):
+        raise ConfigError("out", f"{out!r} names the current or a parent directory, not a run dir")
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

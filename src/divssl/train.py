@@ -38,7 +38,7 @@ from divssl.backbones import build_backbone, export_backbone
 from divssl.budget import Budget, resolve_images, scaled_lr, stream_positions, warmup_cosine
 from divssl.cache import cache_key
 from divssl.config import Config, config_to_dict
-from divssl.data.cache import StoredPool, default_store_size, load_stored_pool
+from divssl.data.cache import StoredPool, default_store_size, load_stored_pool, pixel_limit
 from divssl.data.ordering import (
     Ordering,
     check_ordering,
@@ -143,10 +143,13 @@ def prepare(cfg: Config) -> tuple[Prepared, dict[str, Any] | None]:
             check_ordering(ordering, raw_pool)
         else:
             ordering = make_ordering(raw_pool, seed=cfg.subset.seed, balanced=cfg.subset.balanced)
-        pool, stats = load_stored_pool(
-            raw_pool, store_size(cfg), cache=cfg.data.cache, workers=cfg.data.workers
-        )
+        with pixel_limit(cfg.data.max_pixels):  # larger images are refused as corrupt
+            pool, stats = load_stored_pool(
+                raw_pool, store_size(cfg), cache=cfg.data.cache, workers=cfg.data.workers
+            )
         corrupt = list(stats.corrupt)
+        if cfg.subset.size is None:  # a fraction (default 1) of the decodable images
+            n = _subset_size(cfg, len(pool))
         subset = _decoded_subset(ordering, pool, n)
         record = {
             "kind": "permutation",
@@ -200,7 +203,15 @@ def _device(cfg: Config) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", dist.local_rank())
         return torch.device("cpu")
-    return torch.device(cfg.device)
+    device = torch.device(cfg.device)
+    if device.type == "cuda":  # refuse a missing GPU here, before the run dir is written
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError("device", f"{cfg.device} requested but torch sees no GPU", ("cpu",))
+        if device.index is not None and device.index >= count:
+            choices = ["cpu", "cuda", *(f"cuda:{i}" for i in range(count))]
+            raise ConfigError("device", f"{cfg.device} does not exist", choices)
+    return device
 
 
 def _autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
@@ -344,6 +355,7 @@ def batches(
         size=_source_size(prep.cfg),
         workers=prep.cfg.data.workers,
         subset_seed=prep.cfg.subset.seed,
+        max_pixels=prep.cfg.data.max_pixels,
     )
     prep.stream_loader = loader
     for images, labels in loader:
@@ -506,6 +518,94 @@ def _trim_metrics(path: Path, steps_done: int) -> None:
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
+# Keys that may differ on --resume: they change how a run is logged, tracked, checkpointed or
+# where it computes, not what it computes. ``out`` resolved to this run dir already.
+RESUME_FREE_KEYS = (
+    "log_every",
+    "tracking",
+    "mlflow_uri",
+    "checkpoint_every",
+    "device",
+    "threads",
+    "compile",
+    "out",
+)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def resume_differences(saved: dict[str, Any], given: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between a run dir's config and a resumed config.
+
+    Keys of :data:`RESUME_FREE_KEYS` (and keys below them) are ignored; a key present on one
+    side only counts as a difference.
+    """
+    a, b = _flatten(saved), _flatten(given)
+    return sorted(
+        key
+        for key in set(a) | set(b)
+        if a.get(key, _MISSING) != b.get(key, _MISSING)
+        and key.split(".")[0] not in RESUME_FREE_KEYS
+    )
+
+
+_MISSING = object()
+
+
+def check_resume_config(run_dir: Path, cfg: Config) -> None:
+    """On ``--resume`` the run dir's ``config.yaml`` is the contract: refuse a changed config.
+
+    Raises:
+        ConfigError: naming the differing keys with their saved and given values.
+    """
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return  # nothing was written yet: a fresh start
+    import yaml
+
+    saved = yaml.safe_load(path.read_text()) or {}
+    given = config_to_dict(cfg)
+    diffs = resume_differences(saved, given)
+    if diffs:
+        a, b = _flatten(saved), _flatten(given)
+        shown = "; ".join(
+            f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in diffs[:8]
+        )
+        more = "; ..." if len(diffs) > 8 else ""
+        raise ConfigError(
+            "--resume",
+            f"{run_dir}/config.yaml is the run's contract; these keys differ: "
+            f"{', '.join(diffs)} (saved -> given: {shown}{more}). "
+            "Only " + ", ".join(RESUME_FREE_KEYS) + " may change on resume; "
+            "use another `out` for a different run",
+        )
+
+
+def clean_stale_tmp(run_dir: Path) -> list[Path]:
+    """Remove temporary files that a killed atomic write left (``.<name>.*.tmp``).
+
+    Returns:
+        The removed paths.
+    """
+    removed = []
+    for folder in (run_dir, run_dir / "checkpoints"):
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                if tmp.is_symlink() or tmp.is_file():
+                    tmp.unlink(missing_ok=True)
+                    removed.append(tmp)
+    return removed
+
+
 def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = None) -> Path:
     """Run one budgeted pretraining run and return its run dir.
 
@@ -520,10 +620,15 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
         RunFailed: a non-finite loss (summary.json records ``status: failed``).
     """
     dist.init_from_env()  # no-op for a single process; torchrun sets WORLD_SIZE/RANK
+    _device(cfg)  # a missing device is refused before any data is decoded
     prep, composition = prepare(cfg)
     run_dir = prep.run_dir
     is_main = dist.rank() == 0
     ckpt_path = run_dir / "checkpoints" / "last.pt"
+    if resume:
+        check_resume_config(run_dir, cfg)  # every rank, so none waits on a refused run
+        if is_main:
+            clean_stale_tmp(run_dir)
     if is_main and run_dir.exists() and not resume and (run_dir / "summary.json").exists():
         raise ConfigError(
             "out", f"run dir {run_dir} already holds a run; pass --resume or choose another `out`"
@@ -693,7 +798,7 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
         progress.close()
         logger.close()
     if prep.stream_loader is not None:
-        summary_base["corrupt_images"] = prep.stream_loader.corrupt_count
+        summary_base.update(stream_counts(prep.stream_loader, budget))
     if dist.is_dist():
         summary_base["replica_max_abs_diff"] = replica_drift(method)
     if is_main:
@@ -705,6 +810,35 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
     if is_main and status == "completed" and cfg.tracking == "mlflow" and not _in_study(run_dir):
         log_standalone_run(run_dir, config_to_dict(cfg))
     return run_dir
+
+
+def stream_counts(loader: Any, budget: Budget) -> dict[str, Any]:
+    """Summary fields of a streamed (``wds``) run, corrected for undecodable samples.
+
+    A streaming subset is cut by the index's sample counts, which include undecodable samples;
+    each bad sample is counted once (``corrupt_images``) and N, E and D are recomputed from the
+    decodable count. ``unique_images_indexed`` keeps the index's N and ``unique_images_exact``
+    says whether every sample of the subset was decoded at least once (else N is an upper bound).
+    """
+    corrupt = int(loader.corrupt_count)
+    out: dict[str, Any] = {"corrupt_images": corrupt}
+    if corrupt == 0:
+        return out
+    n = max(1, int(loader.decodable_count))
+    exact = bool(loader.subset_checked)
+    out.update(
+        unique_images=n,
+        unique_images_indexed=budget.unique_images,
+        unique_images_exact=exact,
+        epochs=budget.images / n,
+        diversity=n / budget.images,
+        unique_images_note=(
+            f"N counts decodable samples: {corrupt} of the subset's {budget.unique_images} "
+            f"indexed samples are undecodable and were skipped, so N = {n} and E, D use it"
+            + ("" if exact else " (not every sample was met yet: N is an upper bound)")
+        ),
+    )
+    return out
 
 
 def _in_study(run_dir: Path) -> bool:

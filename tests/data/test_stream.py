@@ -82,7 +82,8 @@ def ref_stream(
     bad: set[tuple[int, int]],
     buffer: int = 3,
 ) -> tuple[list[tuple[int, int]], int]:
-    """The expected (shard, pos) sequence of ``total`` valid images, and the corrupt met."""
+    """The expected (shard, pos) sequence of ``total`` valid images, and the number of distinct
+    corrupt samples met (each counted once, however many passes meet it)."""
     units = []
     left = n
     for shard in np.random.default_rng(subset_seed).permutation(len(counts)):
@@ -92,7 +93,7 @@ def ref_stream(
         if left == 0:
             break
     out: list[tuple[int, int]] = []
-    corrupt = 0
+    corrupt: set[tuple[int, int]] = set()
     e = 0
     while True:
         for u in np.random.default_rng([order_seed, e]).permutation(len(units)):
@@ -100,11 +101,11 @@ def ref_stream(
             rng = np.random.default_rng([order_seed, e, shard])
             for pos in ref_buffer_shuffle(list(range(take)), buffer, rng):
                 if (shard, pos) in bad:
-                    corrupt += 1
+                    corrupt.add((shard, pos))
                     continue
                 out.append((shard, pos))
                 if len(out) == total:
-                    return out, corrupt
+                    return out, len(corrupt)
         e += 1
 
 

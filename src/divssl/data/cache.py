@@ -73,24 +73,83 @@ def _strict_truncation() -> Iterator[None]:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
-def open_rgb(data: bytes | str | Path, name: str = "") -> Image.Image:
+# Decompression bombs: an image whose header declares more pixels than this is refused as
+# corrupt before any pixel is decoded (``data.max_pixels``). The default is PIL's own warning
+# threshold (``Image.MAX_IMAGE_PIXELS`` = 89,478,485, ~9459^2: ~270 MB of RGB); PIL's guard is
+# replaced by this one so that a user can raise the limit.
+DEFAULT_MAX_PIXELS = 89_478_485
+# Images above this many pixels are decoded reduced (JPEG DCT scaling via ``Image.draft``) when
+# the format allows, never below twice the target side; smaller images decode exactly as before.
+DRAFT_MIN_PIXELS = 2**24
+_LIMITS = {"max_pixels": DEFAULT_MAX_PIXELS}
+
+
+def current_max_pixels() -> int:
+    """The per-image pixel limit in force in this process."""
+    return _LIMITS["max_pixels"]
+
+
+@contextlib.contextmanager
+def pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Decode with a per-image pixel limit (worker processes inherit it, see ``map_pool_chunks``).
+
+    Raises:
+        ConfigError: ``max_pixels`` < 1.
+    """
+    if max_pixels < 1:
+        raise ConfigError("data.max_pixels", f"must be >= 1, got {max_pixels}")
+    previous = _LIMITS["max_pixels"]
+    _LIMITS["max_pixels"] = int(max_pixels)
+    try:
+        yield
+    finally:
+        _LIMITS["max_pixels"] = previous
+
+
+def _check_and_draft(img: Image.Image, max_pixels: int, target: int | None) -> None:
+    """Refuse a bomb from its header; ask a large JPEG to decode reduced (before ``load``)."""
+    width, height = img.size
+    if width * height > max_pixels:
+        raise Image.DecompressionBombError(
+            f"{width}x{height} = {width * height} pixels exceeds data.max_pixels={max_pixels} "
+            "(raise data.max_pixels to accept it)"
+        )
+    if target is not None and width * height > DRAFT_MIN_PIXELS and img.format == "JPEG":
+        img.draft("RGB", (2 * target, 2 * target))  # keeps each side >= 2 x target
+
+
+def open_rgb(
+    data: bytes | str | Path,
+    name: str = "",
+    max_pixels: int | None = None,
+    target: int | None = None,
+) -> Image.Image:
     """Fully decode an image file or encoded bytes into an RGB PIL image.
 
     Args:
         data: encoded bytes, or a file path.
         name: sample key used in the error message.
+        max_pixels: per-image pixel limit (default :func:`current_max_pixels`).
+        target: output side the caller resizes to; allows reduced decoding of large JPEGs.
 
     Raises:
-        CorruptImage: zero-byte, truncated, non-image or otherwise undecodable input.
+        CorruptImage: zero-byte, truncated, non-image, over the pixel limit or otherwise
+            undecodable input.
     """
     source = io.BytesIO(data) if isinstance(data, bytes) else data
+    limit = current_max_pixels() if max_pixels is None else max_pixels
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # our own limit (checked from the header) replaces PIL's
     try:
         with _strict_truncation(), Image.open(source) as img:
+            _check_and_draft(img, limit, target)
             img.load()
             return img.convert("RGB")
     except _DECODE_ERRORS as exc:
         label = name or ("<bytes>" if isinstance(data, bytes) else str(data))
         raise CorruptImage(f"{label}: {exc}") from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 def decode_image(data: bytes | str | Path, name: str = "") -> np.ndarray:
@@ -127,7 +186,7 @@ def resize_center_crop(image: Image.Image | np.ndarray, size: int) -> np.ndarray
 
 def decode_resized(data: bytes | str | Path, size: int, name: str = "") -> np.ndarray:
     """Decode and resize/centre-crop to (size, size, 3) uint8 in one step."""
-    return resize_center_crop(open_rgb(data, name), size)
+    return resize_center_crop(open_rgb(data, name, target=size), size)
 
 
 # ----------------------------------------------------------------------------- decoding pass
@@ -135,9 +194,10 @@ def decode_resized(data: bytes | str | Path, size: int, name: str = "") -> np.nd
 _WORKER_POOL: Pool | None = None
 
 
-def _init_worker(pool: Pool) -> None:
+def _init_worker(pool: Pool, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
     global _WORKER_POOL
     _WORKER_POOL = pool
+    _LIMITS["max_pixels"] = max_pixels  # the parent's limit, whatever the start method
 
 
 def _run_in_worker(task: tuple[Callable[..., Any], int, int, tuple[Any, ...]]) -> Any:
@@ -170,12 +230,15 @@ def map_pool_chunks(
         for f, start, stop, a in tasks:
             yield f(pool, start, stop, *a)
         return
-    with multiprocessing.get_context().Pool(workers, _init_worker, (pool,)) as procs:
+    with multiprocessing.get_context().Pool(
+        workers, _init_worker, (pool, current_max_pixels())
+    ) as procs:
         yield from procs.imap(_run_in_worker, tasks)
 
 
 def _read_resized(pool: Pool, index: int, size: int) -> np.ndarray:
-    image = pool.read(index)
+    read_for = getattr(pool, "read_for_size", None)  # lets large JPEGs decode reduced
+    image = read_for(index, size) if read_for is not None else pool.read(index)
     if image.shape[0] == size and image.shape[1] == size:
         return np.ascontiguousarray(image, dtype=np.uint8)
     return resize_center_crop(image, size)
@@ -324,6 +387,8 @@ def _load_mmap(
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "decoded"
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{pool.manifest_hash()}-{size}"
+    if current_max_pixels() != DEFAULT_MAX_PIXELS:  # the limit decides which images are corrupt
+        stem += f"-px{current_max_pixels()}"
     path, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
     with FileLock(str(folder / f"{stem}.lock")):
         if not (path.is_file() and meta_path.is_file()):
@@ -566,7 +631,9 @@ def decode_store_chunk(
     out: list[np.ndarray | None] = []
     for index in range(start, stop):
         try:
-            out.append(resize_shorter(pool.read(index), store_size))
+            read_for = getattr(pool, "read_for_size", None)  # lets large JPEGs decode reduced
+            image = read_for(index, store_size) if read_for is not None else pool.read(index)
+            out.append(resize_shorter(image, store_size))
         except CorruptImage:
             out.append(None)
     return start, out
@@ -671,6 +738,8 @@ def _store_mmap(
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "stored"
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / f"{pool.manifest_hash()}-s{store_size}"
+    if current_max_pixels() != DEFAULT_MAX_PIXELS:  # the limit decides which images are corrupt
+        stem = stem.with_name(f"{stem.name}-px{current_max_pixels()}")
     with FileLock(str(stem.with_suffix(".lock"))):
         if not stem.with_suffix(".json").is_file():
             _write_store(pool, store_size, workers, stem)

@@ -142,22 +142,45 @@ class StreamLoader:
         size: int,
         workers: int,
         chunk: int = _CHUNK,
+        max_pixels: int | None = None,
     ) -> None:
         self.pool = pool
         self.subset = subset
-        self.batch_sizes = [int(b) for b in batch_sizes]
+        self.batch_sizes = batch_sizes  # Budget.batch_sizes is lazy: O(1) memory, never listed
         self.order_seed = int(order_seed)
         self.start_step = int(start_step)
         self.size = int(size)
         self.workers = int(workers)
         self.chunk = int(chunk)
-        self.corrupt_keys: list[str] = []
+        self.max_pixels = max_pixels  # per-image decode limit (None: the process default)
+        self.corrupt_keys: list[str] = []  # distinct corrupt samples met, in order of meeting
+        self._met: set[str] = set()
         self.images_yielded = 0
+        self._known_state: dict[int, tuple[int, set[int]]] | None = None
+        self._learner: _CheckedLearner | None = None
 
     @property
     def corrupt_count(self) -> int:
-        """Corrupt samples skipped (replaced by the next sample) after the resume point."""
-        return len(self.corrupt_keys)
+        """Distinct corrupt samples of the subset, each counted once however often it is met:
+        those met while iterating plus those the shard check cache already knew."""
+        if self._learner is None:
+            return len(self.corrupt_keys)
+        return len(self._learner.corrupt_in_subset)
+
+    @property
+    def subset_checked(self) -> bool:
+        """Whether every sample of the subset has been decoded once (here or in an earlier run),
+        so that :attr:`corrupt_count` and :attr:`decodable_count` are exact."""
+        known = self._learner.known if self._learner is not None else self._known_state
+        if known is None:
+            return False
+        return all(known[s][0] >= m for s, m in self.subset.units)
+
+    @property
+    def decodable_count(self) -> int:
+        """N corrected for corrupt samples: the subset's decodable samples (exact once
+        :attr:`subset_checked`, else an upper bound)."""
+        return self.subset.size - self.corrupt_count
 
     def __len__(self) -> int:
         return len(self.batch_sizes) - self.start_step
@@ -216,19 +239,24 @@ class StreamLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.corrupt_keys = []
+        self._met = set()
         self.images_yielded = 0
-        sizes = self.batch_sizes[self.start_step :]
-        if not sizes:
+        total = len(self.batch_sizes)
+        if self.start_step >= total:
             return
         known = self._known()
-        skip = sum(self.batch_sizes[: self.start_step])
+        self._known_state = known
+        skip = self._images_before(self.start_step)
         learner = _CheckedLearner(self.pool, self.subset, known)
+        self._learner = learner
         discard: int | None = None
         step = 0
         parts: list[torch.Tensor] = []
         part_labels: list[np.ndarray] = []
         filled = 0
-        for out in decode_chunks(self._plan(skip, known), self.size, self.workers):
+        for out in decode_chunks(
+            self._plan(skip, known), self.size, self.workers, self.max_pixels
+        ):
             learner.update(out)
             if discard is None:
                 discard = int(out.meta["pending_skip"])
@@ -236,25 +264,33 @@ class StreamLoader:
             take: list[int] = []
             for j in range(len(out.valid)):
                 if not out.valid[j]:
-                    if discard == 0:
+                    if discard == 0 and out.keys[j] not in self._met:
+                        self._met.add(out.keys[j])  # each bad sample is counted once
                         self.corrupt_keys.append(out.keys[j])
                     continue
                 if discard > 0:
                     discard -= 1
                     continue
                 take.append(j)
-                if filled + len(take) == sizes[step]:
+                if filled + len(take) == int(self.batch_sizes[self.start_step + step]):
                     parts.append(out.images[torch.as_tensor(rows[take])])
                     part_labels.append(out.labels[take])
                     yield self._batch(parts, part_labels)
                     parts, part_labels, take, filled = [], [], [], 0
                     step += 1
-                    if step == len(sizes):
+                    if self.start_step + step == total:
                         return
             if take:
                 parts.append(out.images[torch.as_tensor(rows[take])])
                 part_labels.append(out.labels[take])
                 filled += len(take)
+
+    def _images_before(self, step: int) -> int:
+        """Images of steps ``0 .. step-1`` (the budget's rule when it has one; else summed)."""
+        budget = getattr(self.batch_sizes, "budget", None)
+        if budget is not None:
+            return int(budget.images_before(step))
+        return sum(int(self.batch_sizes[i]) for i in range(step))
 
     def _batch(
         self, parts: list[torch.Tensor], labels: list[np.ndarray]
@@ -308,6 +344,7 @@ def stream_batches(
     size: int = 32,
     workers: int = 0,
     subset_seed: int = 0,
+    max_pixels: int | None = None,
 ) -> StreamLoader:
     """The budgeted image stream of a WebDataset pool.
 
@@ -320,6 +357,7 @@ def stream_batches(
         size: side of the output images (shorter side resized, centre crop).
         workers: decoding worker processes (0: decode in this process).
         subset_seed: seed of the shard ordering that defines the subset.
+        max_pixels: per-image pixel limit (``data.max_pixels``); larger images count as corrupt.
 
     Returns:
         A :class:`StreamLoader` yielding ``(images uint8 (b, 3, size, size), labels int64 (b,))``
@@ -330,7 +368,10 @@ def stream_batches(
     """
     wds = _check_streaming(pool)
     subset = stream_subset(wds, n_subset, subset_seed)
-    if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
+    # a Budget's lazy sizes are >= 1 by construction; other sequences are checked item by item
+    if not len(batch_sizes) or (
+        not hasattr(batch_sizes, "budget") and any(int(b) < 1 for b in batch_sizes)
+    ):
         raise ConfigError("batch_size", f"batch sizes must be >= 1, got {list(batch_sizes)[:8]}")
     if not 0 <= start_step <= len(batch_sizes):
         raise ConfigError("start_step", f"must be in 0..{len(batch_sizes)}, got {start_step}")
@@ -338,4 +379,6 @@ def stream_batches(
         raise ConfigError("image_size", f"must be >= 1, got {size}")
     if workers < 0:
         raise ConfigError("data.workers", f"must be >= 0, got {workers}")
-    return StreamLoader(wds, subset, batch_sizes, order_seed, start_step, size, workers)
+    return StreamLoader(
+        wds, subset, batch_sizes, order_seed, start_step, size, workers, max_pixels=max_pixels
+    )

@@ -341,15 +341,28 @@ def _render(cls: WorldClass, scenes: _Scenes, size: int, dom: Domain) -> np.ndar
     return np.rint(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+MAX_WORLD_SIZE = 1024  # the world is generated in memory; larger sides are never needed
+MAX_WORLD_BYTES = 16 * 2**30  # the generated uint8 array must fit in memory
+
+
 def _validate(
     classes: int, per_class: int, size: int, seed: int, split: str, shift: float, ood_shift: float
 ) -> None:
-    if classes < 1:
-        raise ConfigError("world.classes", f"must be >= 1, got {classes}")
+    if not 1 <= classes <= MAX_CLASSES:
+        raise ConfigError(
+            "world.classes", f"must lie in 1..{MAX_CLASSES} (the world's class ids), got {classes}"
+        )
     if per_class < 1:
         raise ConfigError("world.per_class", f"must be >= 1, got {per_class}")
-    if size < 8:
-        raise ConfigError("world.size", f"must be >= 8 pixels, got {size}")
+    if not 8 <= size <= MAX_WORLD_SIZE:
+        raise ConfigError("world.size", f"must lie in 8..{MAX_WORLD_SIZE} pixels, got {size}")
+    nbytes = classes * per_class * size * size * 3
+    if nbytes > MAX_WORLD_BYTES:
+        raise ConfigError(
+            "world.per_class",
+            f"classes x per_class x size^2 x 3 = {nbytes / 2**30:.0f} GiB exceeds the in-memory "
+            f"limit of {MAX_WORLD_BYTES // 2**30} GiB (use fewer images or smaller ones)",
+        )
     if seed < 0:
         raise ConfigError("world.seed", f"must be >= 0, got {seed}")
     if split not in SPLITS:

@@ -16,6 +16,12 @@ from rich.console import Console
 from rich.table import Table
 
 from divssl.errors import ConfigError
+from divssl.evaluate.settings import (
+    FinetuneSettings,
+    KnnSettings,
+    LinearSettings,
+    validate_settings,
+)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console()
@@ -62,6 +68,18 @@ def parse_ints(text: str, field: str) -> list[int]:
     if any(v != int(v) for v in values):
         raise ConfigError(field, f"expected comma-separated integers, got {text!r}")
     return [int(v) for v in values]
+
+
+def _common_settings(eval_seed: int, n_boot: int, level: float) -> dict[str, Any]:
+    return {"eval_seed": eval_seed, "n_boot": n_boot, "level": level}
+
+
+def _check_cli_only(seed: int, workers: int) -> None:
+    """Ranges of the options that only the CLI has (a study sets them per run)."""
+    if not 0 <= seed <= 2**32 - 1:
+        raise ConfigError("seed", f"must lie in [0, 2**32 - 1], got {seed}")
+    if workers < 0:
+        raise ConfigError("workers", f"must be >= 0, got {workers}")
 
 
 def _fmt(interval: dict[str, Any] | None) -> str:
@@ -159,20 +177,29 @@ def linear(
     """Linear probe (L-BFGS sweep on cached features, or SGD on images) at label fractions."""
     from divssl.evaluate.linear import run_linear
 
+    settings = validate_settings(
+        LinearSettings,
+        {
+            "fractions": parse_floats(fractions, "fractions"),
+            "protocol": protocol,
+            "solver": solver,
+            "weight_decays": (
+                parse_floats(weight_decays, "weight_decays") if weight_decays else None
+            ),
+            "lrs": parse_floats(lrs, "lrs") if lrs else None,
+            "val_fraction": val_fraction,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "max_iter": max_iter,
+            "feature_batch_size": feature_batch_size,
+            **_common_settings(eval_seed, n_boot, level),
+        },
+    )
+    _check_cli_only(seed, workers)
     result = run_linear(
         task_spec=task,
-        fractions=parse_floats(fractions, "fractions"),
-        protocol=protocol,
-        solver=solver,
-        weight_decays=parse_floats(weight_decays, "weight_decays") if weight_decays else None,
-        lrs=parse_floats(lrs, "lrs") if lrs else None,
-        val_fraction=val_fraction,
-        epochs=epochs,
-        batch_size=batch_size,
-        max_iter=max_iter,
+        **settings.model_dump(exclude={"n_boot", "level"}),
         standardize=standardize,
-        eval_seed=eval_seed,
-        feature_batch_size=feature_batch_size,
         decode_cache=decode_cache,
         workers=workers,
         **_common(run, init, backbone, image_size, cifar_stem, seed, device, n_boot, level, out),
@@ -219,13 +246,21 @@ def knn(
     """Weighted kNN (cosine, exp(sim/T) votes) on cached features."""
     from divssl.evaluate.knn import run_knn
 
+    settings = validate_settings(
+        KnnSettings,
+        {
+            "k": parse_ints(k, "k"),
+            "temperature": temperature,
+            "fractions": parse_floats(fractions, "fractions"),
+            "feature_batch_size": feature_batch_size,
+            **_common_settings(eval_seed, n_boot, level),
+        },
+    )
+    _check_cli_only(seed, workers)
     result = run_knn(
         task_spec=task,
-        ks=parse_ints(k, "k"),
-        temperature=temperature,
-        fractions=parse_floats(fractions, "fractions"),
-        eval_seed=eval_seed,
-        feature_batch_size=feature_batch_size,
+        ks=settings.k,
+        **settings.model_dump(exclude={"k", "n_boot", "level"}),
         decode_cache=decode_cache,
         workers=workers,
         **_common(run, init, backbone, image_size, cifar_stem, seed, device, n_boot, level, out),
@@ -268,16 +303,23 @@ def finetune(
     """Full fine-tuning with a linear head; ID and OOD metrics at evenly spaced points."""
     from divssl.evaluate.finetune import run_finetune
 
+    settings = validate_settings(
+        FinetuneSettings,
+        {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "base_lr": lr,
+            "weight_decay": weight_decay,
+            "momentum": momentum,
+            "warmup_fraction": warmup_fraction,
+            "eval_points": eval_points,
+            **_common_settings(eval_seed, n_boot, level),
+        },
+    )
+    _check_cli_only(seed, workers)
     result = run_finetune(
         task_spec=task,
-        epochs=epochs,
-        batch_size=batch_size,
-        base_lr=lr,
-        weight_decay=weight_decay,
-        momentum=momentum,
-        warmup_fraction=warmup_fraction,
-        eval_points=eval_points,
-        eval_seed=eval_seed,
+        **settings.model_dump(exclude={"scratch_seeds", "n_boot", "level"}),
         decode_cache=decode_cache,
         workers=workers,
         **_common(run, init, backbone, image_size, cifar_stem, seed, device, n_boot, level, out),

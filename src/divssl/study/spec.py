@@ -52,6 +52,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from divssl.errors import ConfigError, unknown_choice
+from divssl.evaluate.settings import (
+    EvalCommon,
+    FinetuneSettings,
+    KnnSettings,
+    LinearSettings,
+    settings_error,
+)
 
 SPECIAL_AXES = ("pool", "composition", "normalization")
 NORMALIZATIONS = ("compute", "epoch")
@@ -67,20 +74,17 @@ class _Strict(BaseModel):
 # ------------------------------------------------------------------------------- evaluations
 
 
-class _EvalBase(_Strict):
-    """Fields shared by every evaluation.
+class _EvalBase(EvalCommon):
+    """Fields shared by every evaluation of a study: the task, plus :class:`EvalCommon`.
+
+    The settings of each kind (and their valid ranges) are the models of
+    :mod:`divssl.evaluate.settings`, shared with ``divssl eval`` so the two cannot disagree.
 
     Attributes:
         task: name of an entry of ``tasks``.
-        n_boot: bootstrap resamples per interval.
-        level: interval coverage.
-        eval_seed: seed of label-fraction subsets, validation carves and bootstraps.
     """
 
     task: str
-    n_boot: int = 1000
-    level: float = 0.95
-    eval_seed: int = 0
 
     def eval_id(self) -> str:
         """Stable id of this evaluation: ``<kind>-<task>-<8 hex of its settings>``."""
@@ -89,33 +93,20 @@ class _EvalBase(_Strict):
         return f"{self.kind}-{slug}-{hashlib.sha256(blob).hexdigest()[:8]}"  # type: ignore[attr-defined]
 
 
-class KnnEval(_EvalBase):
+class KnnEval(_EvalBase, KnnSettings):
     """Weighted kNN on frozen features (``divssl.evaluate.run_knn``)."""
 
     kind: Literal["knn"] = "knn"
-    k: list[int] = [20, 200]
-    temperature: float = 0.07
-    fractions: list[float] = [100.0]  # label percentages of the memory bank
-    feature_batch_size: int = 256
 
 
-class LinearEval(_EvalBase):
-    """Linear probe on frozen features (``divssl.evaluate.run_linear``)."""
+class LinearEval(_EvalBase, LinearSettings):
+    """Linear probe on frozen features (``divssl.evaluate.run_linear``); fractions default to
+    [100] (Table 5 uses 5, 10, 50, 100)."""
 
     kind: Literal["linear"] = "linear"
-    fractions: list[float] = [100.0]  # label percentages (Table 5 uses 5, 10, 50, 100)
-    protocol: Literal["cached", "sgd"] = "cached"
-    solver: Literal["lbfgs", "sgd"] = "lbfgs"
-    weight_decays: list[float] | None = None
-    lrs: list[float] | None = None
-    val_fraction: float = 0.1
-    epochs: int = 100  # SGD epochs (sgd protocol / solver)
-    batch_size: int = 256
-    max_iter: int = 1000
-    feature_batch_size: int = 256
 
 
-class FinetuneEval(_EvalBase):
+class FinetuneEval(_EvalBase, FinetuneSettings):
     """Full fine-tuning with ID/OOD evaluation points (``divssl.evaluate.run_finetune``).
 
     ``scratch_seeds`` adds the robustness paper's baseline: the same fine-tuning from a random
@@ -124,14 +115,6 @@ class FinetuneEval(_EvalBase):
     """
 
     kind: Literal["finetune"] = "finetune"
-    epochs: int = 12
-    batch_size: int = 64
-    base_lr: float = 0.01  # per 256 images, scaled linearly with the batch
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    warmup_fraction: float = 0.0
-    eval_points: int = 5
-    scratch_seeds: list[int] = []
 
 
 EVAL_MODELS: dict[str, type[_EvalBase]] = {
@@ -537,7 +520,10 @@ def _parse_evaluations(items: Any) -> list[Evaluation]:
         try:
             out.append(model.model_validate(item))  # type: ignore[arg-type]
         except ValidationError as exc:
-            raise validation_error(exc, model, f"evaluations[{i}]") from None
+            if exc.errors()[0]["type"] == "extra_forbidden":  # lists the valid keys
+                raise validation_error(exc, model, f"evaluations[{i}]") from None
+            # the same message as `divssl eval` gives for the same value
+            raise settings_error(exc, f"evaluations[{i}]", items_in_field=True) from None
     return out
 
 
@@ -558,8 +544,14 @@ def validate_study(tree: dict[str, Any]) -> Study:
     except ValidationError as exc:
         raise validation_error(exc, Study) from None
     study.evaluations = evaluations
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", study.name):
-        raise ConfigError("name", f"use letters, digits, '.', '_' or '-' only, got {study.name!r}")
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", study.name) or study.name.startswith("."):
+        raise ConfigError(
+            "name",
+            "use letters, digits, '.', '_' or '-' only, not starting with '.', "
+            f"got {study.name!r}",
+        )
+    if study.out is not None and (not study.out.strip() or Path(study.out).name in (".", "..")):
+        raise ConfigError("out", f"{study.out!r} names no study folder (empty, '.' or '..')")
     _check_references(study)
     return study
 
@@ -575,14 +567,9 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     Raises:
         ConfigError: unreadable file, unknown parameter, or an invalid section.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError("study", f"no such file: {p}")
-    try:
-        tree = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError("study", f"{p} is not valid YAML: {exc}") from None
-    return study_from_tree(tree, overrides)
+    from divssl.config import read_yaml_file
+
+    return study_from_tree(read_yaml_file(path, "study"), overrides)
 
 
 def study_from_tree(tree: Any, overrides: list[str] | None = None) -> Study:

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from divssl.cache import cache_key, cache_root
-from divssl.data.cache import decode_image, open_rgb, resize_center_crop
+from divssl.data.cache import current_max_pixels, decode_image, open_rgb, resize_center_crop
 from divssl.data.pool import CorruptImage, Pool, register_pool
 from divssl.errors import ConfigError
 from divssl.io import atomic_write_json, atomic_write_text, read_json
@@ -554,8 +554,10 @@ class _DecodeChunks:
     """Map-style "dataset" whose index is a whole :class:`RawChunk` (DataLoader fetches it in a
     worker via ``__getitems__``)."""
 
-    def __init__(self, size: int | None) -> None:
+    def __init__(self, size: int | None, max_pixels: int | None = None) -> None:
         self.size = size
+        # sent to the worker processes with this object
+        self.max_pixels = current_max_pixels() if max_pixels is None else max_pixels
 
     def __getitem__(self, chunk: RawChunk) -> DecodedChunk:
         return self.__getitems__(chunk)
@@ -571,7 +573,9 @@ class _DecodeChunks:
             if item.image is None:
                 continue
             try:
-                img = open_rgb(item.image, item.key)
+                img = open_rgb(
+                    item.image, item.key, max_pixels=self.max_pixels, target=self.size or None
+                )
             except CorruptImage:
                 continue
             valid[j] = True
@@ -611,7 +615,7 @@ class _ChunkSource:
 
 
 def decode_chunks(
-    chunks: Iterable[RawChunk], size: int | None, workers: int = 0
+    chunks: Iterable[RawChunk], size: int | None, workers: int = 0, max_pixels: int | None = None
 ) -> Iterator[DecodedChunk]:
     """Decode raw chunks in DataLoader worker processes, preserving their order.
 
@@ -622,11 +626,13 @@ def decode_chunks(
         chunks: raw chunks in stream order.
         size: resize to (size, size) when > 0; 0 only probes sizes; ``None`` keeps stored sizes.
         workers: DataLoader worker processes; 0 decodes in this process.
+        max_pixels: per-image pixel limit (default: this process's, ``data.max_pixels``); larger
+            images count as corrupt.
     """
     from torch.utils.data import DataLoader
 
     loader = DataLoader(
-        _DecodeChunks(size),  # type: ignore[arg-type]
+        _DecodeChunks(size, max_pixels),  # type: ignore[arg-type]
         batch_sampler=_ChunkSource(chunks),  # type: ignore[arg-type]
         num_workers=workers,
         collate_fn=_first,
