@@ -385,6 +385,8 @@ def check_out(out: str) -> None:
     """``out`` must be a non-empty path template using only :data:`OUT_FIELDS`."""
     if not isinstance(out, str) or not out.strip():
         raise ConfigError("out", "give a run dir (empty would write into the current directory)")
+    if "\x00" in out:
+        raise ConfigError("out", "a path cannot hold a NUL byte")
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(out) if f is not None]
     except ValueError as exc:

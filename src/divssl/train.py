@@ -574,6 +574,8 @@ def check_resume_config(run_dir: Path, cfg: Config) -> None:
 
     saved = yaml.safe_load(path.read_text()) or {}
     given = config_to_dict(cfg)
+    if given["data"].get("store_size") is None and (saved.get("data") or {}).get("store_size"):
+        given["data"]["store_size"] = store_size(cfg)  # the run dir records the effective value
     diffs = resume_differences(saved, given)
     if diffs:
         a, b = _flatten(saved), _flatten(given)
