@@ -216,3 +216,43 @@ def test_run_recreated_from_its_config_yaml_gives_the_same_run(tmp_path: Path) -
     a = torch.load(first / "backbone.pt", weights_only=True)
     b = torch.load(second / "backbone.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _schedule(units: str, n: int, c: int, *extra: str) -> tuple[Any, Any, dict[str, Any]]:
+    from divssl.backbones import build_backbone
+    from divssl.budget import Budget
+    from divssl.train import _optim_settings, schedule_epochs
+
+    cfg = load_config(
+        None, ["method=swav", "recipe=cifar", "batch_size=16", f"schedule.units={units}", *extra]
+    )
+    budget = Budget(images=c, unique_images=n, global_batch=16)
+    cls = get_method("swav")
+    backbone, dim = build_backbone("convnet_tiny")
+    method = cls(backbone, dim, cls.Config(**cfg.method_args))
+    method.schedule_epochs = schedule_epochs(cfg, budget)
+    return cfg, method, _optim_settings(cfg, method)
+
+
+def test_schedule_units_epochs_follow_the_subset_steps_follow_the_reference() -> None:
+    from divssl.budget import frozen
+    from divssl.train import scheduled_lr
+
+    # epochs: N = 160, C = 3200 -> E = 20 epochs of 10 steps; 10 warm-up epochs = half the run,
+    # the SwAV queue starts at epoch 50 > E (never), prototypes frozen for 2 epochs = 20 steps.
+    cfg, method, settings = _schedule("epochs", 160, 3200)
+    assert method.schedule_epochs == 20.0
+    assert settings["warmup_fraction"] == pytest.approx(0.5)
+    assert method.epochs_fraction(cfg.method_args["freeze_prototypes_epochs"]) == pytest.approx(0.1)
+    assert [frozen(s, 200, 0.1) for s in (19, 20)] == [True, False]
+    assert method.epochs_fraction(cfg.method_args["queue_start_epochs"]) == 1.0  # never starts
+    # steps: fractions of the reference's 1000 epochs, whatever N is
+    cfg_s, method_s, settings_s = _schedule("steps", 160, 3200)
+    assert method_s.schedule_epochs == 1000.0
+    assert settings_s["warmup_fraction"] == pytest.approx(0.01)
+    # LR warm-up starts at solo-learn's warmup_start_lr and reaches the peak after warm-up
+    total, peak = 200, cfg.optim.base_lr * 16 / 256
+    assert scheduled_lr(0, total, cfg, settings) == pytest.approx(3e-5)
+    assert scheduled_lr(100, total, cfg, settings) == pytest.approx(peak)
+    assert scheduled_lr(50, total, cfg, settings) == pytest.approx(3e-5 + (peak - 3e-5) / 2)
+    assert scheduled_lr(total - 1, total, cfg, settings) == pytest.approx(0.0, abs=1e-12)

@@ -599,7 +599,7 @@ def _mocov3_imagenet() -> dict[str, Ref]:
                 "proj_hidden_dim": (4096, "--moco-mlp-dim"),
                 "proj_output_dim": (256, "--moco-dim"),
                 "pred_hidden_dim": (4096, "--moco-mlp-dim"),
-                "temperature": (1.0, "--moco-t (ResNet default; ViT 0.2)"),
+                "temperature": (ByBackbone(1.0, 0.2), "--moco-t (default 1.0; ViT .2)"),
                 "base_tau": (0.99, "--moco-m with --moco-m-cos"),
                 "final_tau": (1.0, "adjust_moco_momentum (cosine to 1)"),
             },
@@ -617,6 +617,20 @@ def _mocov3_imagenet() -> dict[str, Ref]:
                 "freeze_patch_embed": (ByBackbone(False, True), "vits.py stop_grad_conv1"),
             },
         )
+    )
+    vit = f"{cfg.replace('(ResNet-50, 300-epoch)', '(ViT-Small/Base)')}"
+    rows.update(
+        {
+            "optim.name": Ref(ByBackbone("lars", "adamw"), f"{vit} --optimizer=adamw"),
+            "optim.base_lr": Ref(ByBackbone(0.3, 1.5e-4), f"{cfg} --lr=.3; {vit} --lr=1.5e-4"),
+            "optim.weight_decay": Ref(
+                ByBackbone(1e-6, 0.1), f"{main} --wd; {vit} --weight-decay=.1"
+            ),
+            "optim.final_weight_decay": Ref(ByBackbone(1e-6, 0.1), f"{main} (constant)"),
+            "optim.warmup_epochs": Ref(
+                ByBackbone(10.0, 40.0), f"{main} --warmup-epochs; {vit} --warmup-epochs=40"
+            ),
+        }
     )
     views = [
         _view((0.2, 1.0), ASYM_JITTER, 1.0, 0.0),
