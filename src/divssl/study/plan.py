@@ -861,7 +861,10 @@ def measure_throughput(
         Images per second (batch / median step time) and the timed step seconds.
     """
     from divssl.augment import make_views
+    from divssl.config import resolve_config
     from divssl.train import _autocast_dtype, _optim_settings, build_optimizer
+
+    cfg = resolve_config(cfg)  # idempotent: a Config built in Python gets its recipe values
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
