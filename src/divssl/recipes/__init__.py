@@ -164,6 +164,13 @@ def recipes_markdown(method: str | None = None, recipe: str | None = None) -> st
         "`schedule.units=steps` (divssl's default, so that runs of equal C share schedules) they",
         "are the fraction `value / schedule.reference_epochs` of the run's steps.",
         "",
+        "Not honoured everywhere (each row's note says where): `batch_size` is the reference's",
+        "global batch; a run with a smaller batch (memory, CPU) keeps `base_lr` per 256 images",
+        "(linear scaling), which is not the reference run. divssl's random resized crop resamples",
+        "bilinearly without antialiasing (torchvision antialiases), and its Gaussian blur kernel",
+        "spans ~10% of the view. Precision: bf16 autocast on CUDA, fp32 on CPU (references:",
+        "fp16 mixed precision).",
+        "",
     ]
     current = None
     for row in rows:

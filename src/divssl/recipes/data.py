@@ -65,6 +65,12 @@ def _view(
     }
 
 
+# solo-learn blurs with PIL's GaussianBlur(radius=sigma), untruncated; divssl's kernel spans ~10%
+# of the view (SimCLR's 23 px at 224 px), which at 32 px is 3 px wide.
+SMALL_BLUR_NOTE = (
+    "honoured with a 3-px kernel at <= 64 px (divssl: ~10% of the view, as SimCLR); solo-learn's "
+    "PIL blur is not truncated, so its blur at sigma up to 2 px is stronger"
+)
 ASYM_JITTER = (0.4, 0.4, 0.2, 0.1)  # BYOL Table 6; solo-learn asymmetric.yaml
 SYM_JITTER = (0.8, 0.8, 0.8, 0.2)  # SimCLR colour strength s = 1; solo-learn symmetric.yaml
 
@@ -79,7 +85,10 @@ def _solo_views(
     for i, view in enumerate(views if not symmetric else [views[0], views[0]]):
         entry = 0 if symmetric else i
         for key, value in view.items():
-            rows[f"augment.view{i + 1}.{key}"] = Ref(value, f"{path} [{entry}].{_VIEW_KEYS[key]}")
+            note = SMALL_BLUR_NOTE if key == "blur_p" and value > 0 and crop_size <= 64 else ""
+            rows[f"augment.view{i + 1}.{key}"] = Ref(
+                value, f"{path} [{entry}].{_VIEW_KEYS[key]}", note
+            )
     rows["augment.n_local_crops"] = Ref(0, f"{path} (no local crops)")
     rows["augment.reference_crop_size"] = Ref(
         crop_size, f"{path} [0].crop_size", "image_size is set by the pool and the user", False
