@@ -210,9 +210,11 @@ def test_run_recreated_from_its_config_yaml_gives_the_same_run(tmp_path: Path) -
     recorded = read_yaml(first / "config.yaml")
     assert recorded["recipe"] == "cifar" and recorded["optim"]["name"] == "lars"
     assert recorded["augment"]["view2"]["solarize_p"] == 0.2
-    assert read_json(first / "summary.json")["recipe"] == "cifar"
+    summary = read_json(first / "summary.json")
+    assert summary["recipe"] == "cifar" and summary["recipe_picked"] == "auto: image_size 16"
     again = load_config(first / "config.yaml", [f"out={tmp_path / 'b'}"])
     second = pretrain(again)
+    assert read_json(second / "summary.json")["recipe_picked"] == "given"
     a = torch.load(first / "backbone.pt", weights_only=True)
     b = torch.load(second / "backbone.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -256,3 +258,30 @@ def test_schedule_units_epochs_follow_the_subset_steps_follow_the_reference() ->
     assert scheduled_lr(100, total, cfg, settings) == pytest.approx(peak)
     assert scheduled_lr(50, total, cfg, settings) == pytest.approx(3e-5 + (peak - 3e-5) / 2)
     assert scheduled_lr(total - 1, total, cfg, settings) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", method_names())
+def test_every_method_runs_end_to_end_under_its_recipe(method: str, tmp_path: Path) -> None:
+    # The full recipe (heads, LARS/LARC, views) except the batch, on the world; whether each
+    # recipe also *learns* on the world in a short run is measured by
+    # benchmarks/bench_recipe_learns.py (see docs/benchmarks.md).
+    run = pretrain(
+        load_config(
+            None,
+            [
+                f"data.pool={POOL}",
+                f"method={method}",
+                "budget.images=96",
+                "batch_size=32",
+                "tracking=none",
+                f"out={tmp_path / method}",
+            ],
+        )
+    )
+    summary = read_json(run / "summary.json")
+    assert summary["status"] == "completed" and summary["recipe"] == "cifar"
+    assert torch.isfinite(torch.tensor(summary["final_loss"]))
+    recorded = load_config(run / "config.yaml")
+    assert unresolved_keys(recorded) == [] and recorded.batch_size == 32
+    assert recorded.optim.lars_clip is (method != "supervised")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from divssl.errors import ConfigError
 
@@ -141,6 +141,8 @@ class Config(_Section):
     out: str = "runs/{method}-{backbone}-C{budget}-N{n}-s{seed}"  # run dir (format fields)
     tracking: Literal["none", "tensorboard", "mlflow"] = "tensorboard"
     mlflow_uri: str | None = None  # tracking store; default sqlite:///<run dir>/../mlflow.db
+    # how `recipe` was chosen ("auto: image_size N" or "given"); set by resolve_config, not saved
+    _recipe_picked: str = PrivateAttr(default="given")
 
     def seed_for(self, kind: Literal["init", "order", "augment"]) -> int:
         """The seed of one random stream; unset ones are offsets of ``seed``."""
@@ -366,6 +368,8 @@ def resolve_config(cfg: Config) -> Config:
     missing = unresolved_keys(resolved)
     if missing:
         raise ConfigError(missing[0], f"recipe {recipe!r} gives no value for {cfg.method}")
+    picked = f"auto: image_size {cfg.image_size}" if cfg.recipe == "auto" else cfg._recipe_picked
+    resolved._recipe_picked = picked
     return resolved
 
 

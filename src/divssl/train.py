@@ -528,8 +528,8 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
         RunFailed: a non-finite loss (summary.json records ``status: failed``).
     """
     dist.init_from_env()  # no-op for a single process; torchrun sets WORLD_SIZE/RANK
-    how = f"auto: image_size {cfg.image_size}" if cfg.recipe == "auto" else "given"
     cfg = resolve_config(cfg)  # idempotent; fills every value the recipe gives
+    how = cfg._recipe_picked
     if dist.rank() == 0:
         print(f"divssl: recipe {cfg.recipe} ({how}); see `divssl recipes`", file=sys.stderr)
     prep, composition = prepare(cfg)
@@ -601,6 +601,7 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
         "method": cfg.method,
         "backbone": cfg.backbone,
         "recipe": cfg.recipe,
+        "recipe_picked": how,  # "auto: image_size N" or "given"
         "schedule_units": cfg.schedule.units,
         "pool": cfg.data.pool if cfg.data.composition is None else "composition",
         "pool_manifest": prep.ordering_record["pool_manifest"],
