@@ -105,6 +105,16 @@ def test_values_quoted_in_the_issue_from_the_reference_files() -> None:
     assert val("cifar", "simclr", "method_args.proj_use_bn") is False
     assert val("cifar", "supervised", "optim.weight_decay") == 5e-4
     assert val("imagenet", "supervised", "optim.weight_decay") == 1e-4
+    # solo-learn imagenet-100 ViT files: mocov3_vit.yaml AdamW 3e-4 / wd 0.1; dino_vit.yaml AdamW
+    # 0.005, 65536 prototypes, last layer not normalised
+    vit = "vit_small_patch16"
+    assert val("imagenet100", "mocov3", "optim.name", vit) == "adamw"
+    assert val("imagenet100", "mocov3", "optim.base_lr", vit) == 3e-4
+    assert val("imagenet100", "mocov3", "optim.weight_decay", vit) == 0.1
+    assert val("imagenet100", "dino", "optim.base_lr", vit) == 0.005
+    assert val("imagenet100", "dino", "method_args.num_prototypes", vit) == 65536
+    assert val("imagenet100", "dino", "method_args.norm_last_layer", vit) is False
+    assert val("imagenet100", "dino", "method_args.num_prototypes") == 4096  # ResNet file
     # solo-learn imagenet/byol.yaml: clip_lr False, eta 0.001, batch 64 x 2 devices
     assert val("imagenet", "byol", "optim.lars_clip") is False
     assert val("imagenet", "byol", "batch_size") == 128

@@ -155,6 +155,16 @@ def _solo_common(
     }
 
 
+def _vit_variant(rows: dict[str, Ref], vit_file: str, values: dict[str, tuple[Any, str]]) -> None:
+    """Make rows backbone-dependent: the existing (CNN) value, or the ViT file's value."""
+    for key, (value, yaml_key) in values.items():
+        old = rows[key]
+        cnn = old.value.cnn if isinstance(old.value, ByBackbone) else old.value
+        rows[key] = Ref(
+            ByBackbone(cnn, value), f"{old.source} (CNN); {vit_file} {yaml_key} (ViT)", old.note
+        )
+
+
 def _kwargs(f: str, values: dict[str, tuple[Any, str]], note: str = "") -> dict[str, Ref]:
     return {f"method_args.{k}": Ref(v, f"{f} {src}", note) for k, (v, src) in values.items()}
 
@@ -370,6 +380,34 @@ def _solo_recipe(recipe: str) -> dict[str, dict[str, Ref]]:
         ),
         **asym,
     }
+    if not cifar:  # solo-learn's ViT files of ImageNet-100: mocov3_vit.yaml, dino_vit.yaml
+        lars_only = "unused by adamw"
+        _vit_variant(
+            mocov3,
+            f("mocov3_vit.yaml"),
+            {
+                "optim.name": ("adamw", "optimizer.name"),
+                "optim.base_lr": (3e-4, "optimizer.lr"),
+                "optim.weight_decay": (0.1, "optimizer.weight_decay"),
+                "optim.final_weight_decay": (0.1, "optimizer.weight_decay (constant)"),
+                "optim.exclude_bias_norm": (False, "(no optimizer.kwargs: " + lars_only + ")"),
+            },
+        )
+        _vit_variant(
+            dino,
+            f("dino_vit.yaml"),
+            {
+                "optim.name": ("adamw", "optimizer.name"),
+                "optim.base_lr": (0.005, "optimizer.lr"),
+                "optim.weight_decay": (1e-4, "optimizer.weight_decay"),
+                "optim.final_weight_decay": (1e-4, "optimizer.weight_decay (constant)"),
+                "optim.warmup_start_lr": (1e-5, "scheduler.warmup_start_lr"),
+                "optim.exclude_bias_norm": (False, "(no optimizer.kwargs: " + lars_only + ")"),
+                "method_args.num_prototypes": (65536, "method_kwargs.num_prototypes"),
+                "method_args.norm_last_layer": (False, "method_kwargs.norm_last_layer"),
+                "method_args.warmup_teacher_temp_epochs": (0.0, "(not set: default 0)"),
+            },
+        )
     return {
         "simclr": simclr,
         "mocov3": mocov3,
