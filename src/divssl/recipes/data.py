@@ -706,6 +706,11 @@ def _dino_imagenet() -> dict[str, Ref]:
         final_lr_fraction=1e-6 / 0.06,  # --min_lr 1e-6 over the peak 0.03 * 512 / 256
         grad_clip=3.0,
     )
+    rows["optim.grad_clip"] = Ref(
+        3.0,
+        f"{main} --clip_grad 3.0 (utils.clip_gradients)",
+        "not honoured exactly: DINO clips each parameter's gradient norm, divssl the global norm",
+    )
     rows.update(
         _kwargs(
             main,
