@@ -75,8 +75,9 @@ def test_preset_settings_follow_papers() -> None:
     simclr = A.get_preset("simclr", 224)
     first, second = simclr.global_views
     assert first == second
+    # SimCLR colour strength s = 1 (solo-learn symmetric.yaml: 0.8/0.8/0.8/0.2)
     assert (first.brightness, first.contrast, first.saturation, first.hue) == pytest.approx(
-        (0.4, 0.4, 0.4, 0.1)
+        (0.8, 0.8, 0.8, 0.2)
     )
     assert (first.jitter_p, first.gray_p, first.blur_p) == (0.8, 0.2, 0.5)
 
@@ -97,6 +98,13 @@ def test_preset_settings_follow_papers() -> None:
     assert [v.scale for v in dino.global_views] == [(0.4, 1.0)] * 2
     assert [(v.blur_p, v.solarize_p) for v in dino.global_views] == [(1.0, 0.0), (0.1, 0.2)]
     assert all(v.scale == (0.05, 0.4) and v.blur_p == 0.5 for v in dino.local_views)
+    # the DINO repo's global scale without multi-crop
+    no_local = A.get_preset("dino", 224)
+    assert [v.scale for v in no_local.global_views] == [(0.14, 1.0)] * 2
+
+    vicreg = A.get_preset("vicreg", 224)  # solo-learn imagenet-100/vicreg.yaml
+    assert [(v.scale, v.blur_p, v.solarize_p) for v in vicreg.views] == [((0.2, 1.0), 0.5, 0.1)] * 2
+    assert [v.blur_p for v in A.get_preset("vicreg", 32).views] == [0.0, 0.0]  # cifar/vicreg.yaml
 
     swav = A.get_preset("swav", 224, n_local_crops=2)
     assert [v.scale for v in swav.views] == [(0.14, 1.0)] * 2 + [(0.05, 0.14)] * 2
@@ -109,11 +117,15 @@ def test_preset_settings_follow_papers() -> None:
     assert (sup.jitter_p, sup.gray_p, sup.blur_p, sup.solarize_p, sup.flip_p) == (0, 0, 0, 0, 0.5)
 
 
-def test_blur_disabled_for_small_images() -> None:
+def test_blur_disabled_for_small_images_only_in_asymmetric_presets() -> None:
+    # solo-learn's cifar asymmetric.yaml has gaussian_blur.prob 0.0; symmetric.yaml keeps 0.5
     for name in ALL_PRESETS:
         n_local = 2 if name in A.MULTI_CROP_PRESETS else 0
         small = A.get_preset(name, 64, n_local_crops=n_local)
-        assert all(v.blur_p == 0.0 for v in small.views)
+        if name in A.ASYMMETRIC_PRESETS:
+            assert all(v.blur_p == 0.0 for v in small.views)
+        elif name != "supervised":
+            assert all(v.blur_p == 0.5 for v in small.views)
     big = A.get_preset("dino", 96, n_local_crops=2)
     assert [v.blur_p for v in big.views] == [1.0, 0.1, 0.5, 0.5]
 

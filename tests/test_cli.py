@@ -88,7 +88,7 @@ def test_nan_run_exits_1(tmp_path):
         "batch_size=32",
         "optim.name=sgd",
         "optim.base_lr=1e30",
-        "optim.warmup_fraction=0",
+        "optim.warmup_epochs=0",
         f"out={tmp_path / 'run'}",
         "tracking=none",
         cwd=tmp_path,

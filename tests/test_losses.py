@@ -77,8 +77,11 @@ def _ref_barlow(z_a: torch.Tensor, z_b: torch.Tensor, lambd: float) -> float:
     return total
 
 
-def _ref_vicreg(z_a: torch.Tensor, z_b: torch.Tensor, sim: float, std: float, cov: float) -> float:
-    """VICReg authors' code (Algorithm 1 of the paper plus the code's ``/ 2`` on the std term)."""
+def _ref_vicreg(
+    z_a: torch.Tensor, z_b: torch.Tensor, sim: float, std: float, cov: float, halve: bool = False
+) -> float:
+    """VICReg paper Eq. 6 / solo-learn ``vicreg_loss_func`` (``halve``: the authors'
+    ``main_vicreg.py``, which divides each variance term by 2)."""
     a, b = z_a.detach().numpy(), z_b.detach().numpy()
     n, d = a.shape
     repr_loss = float(np.mean((a - b) ** 2))
@@ -86,7 +89,8 @@ def _ref_vicreg(z_a: torch.Tensor, z_b: torch.Tensor, sim: float, std: float, co
     cov_loss = 0.0
     for x in (a, b):
         x = x - x.mean(0)
-        std_loss += float(np.mean(np.maximum(0.0, 1.0 - np.sqrt(x.var(0, ddof=1) + 1e-4)))) / 2
+        term = float(np.mean(np.maximum(0.0, 1.0 - np.sqrt(x.var(0, ddof=1) + 1e-4))))
+        std_loss += term / 2 if halve else term
         for i in range(d):
             for j in range(d):
                 if i != j:
@@ -184,9 +188,13 @@ def test_barlow_twins_normalisation_is_batchnorm_without_affine() -> None:
     assert_matches(losses.barlow_twins(z_a, z_b, 0.02), expected)
 
 
-def test_vicreg_matches_authors_code() -> None:
+def test_vicreg_matches_paper_and_authors_code() -> None:
     z_a, z_b = _randn(8, 5, seed=8) * 0.7, _randn(8, 5, seed=9) * 1.3
     assert_matches(losses.vicreg(z_a, z_b, 25.0, 25.0, 1.0), _ref_vicreg(z_a, z_b, 25.0, 25.0, 1.0))
+    halved = losses.vicreg(z_a, z_b, 25.0, 25.0, 1.0, variance_halved=True)
+    assert_matches(halved, _ref_vicreg(z_a, z_b, 25.0, 25.0, 1.0, halve=True))
+    # the variance term is active here (std < 1 in some dimension), so halving changes the loss
+    assert abs(float(halved) - float(losses.vicreg(z_a, z_b, 25.0, 25.0, 1.0))) > 1e-3
     assert_matches(losses.vicreg(z_a, z_b, 1.0, 0.0, 0.0), F.mse_loss(z_a, z_b))
 
 

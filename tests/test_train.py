@@ -101,7 +101,7 @@ def read_json_line(line):
 
 
 def test_nan_loss_stops_with_diagnosis(tmp_path):
-    cfg = _cfg(tmp_path, "optim.base_lr=1e30", "optim.warmup_fraction=0", "optim.name=sgd")
+    cfg = _cfg(tmp_path, "optim.base_lr=1e30", "optim.warmup_epochs=0", "optim.name=sgd")
     with pytest.raises(RunFailed, match="non-finite"):
         pretrain(cfg)
     s = read_json(tmp_path / "run" / "summary.json")

@@ -15,8 +15,8 @@ every random parameter here is drawn per sample from the caller's generator, and
 batched over samples (no Python loop over the batch), on whatever device the images live on. The
 per-op formulas follow torchvision's tensor kernels (tests compare against them).
 
-Presets (``get_preset``) follow the papers: SimCLR (symmetric, colour strength s = 0.5), BYOL
-(asymmetric blur / solarization; also the recipe of MoCo v3, Barlow Twins and VICReg), DINO and
+Presets (``get_preset``) follow the papers: SimCLR (symmetric, colour strength s = 1), BYOL
+(asymmetric blur / solarization; also the recipe of MoCo v3 and Barlow Twins), VICReg, DINO and
 SwAV multi-crop, and a supervised crop + flip. Known difference to torchvision: the resize inside
 the random resized crop is bilinear ``grid_sample`` without antialiasing.
 """
@@ -27,6 +27,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,9 +41,11 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 # ITU-R 601-2 luma weights, as in torchvision's rgb_to_grayscale.
 LUMA_WEIGHTS: tuple[float, float, float] = (0.2989, 0.587, 0.114)
 
-# solo-learn's CIFAR recipes switch Gaussian blur off (gaussian_prob: 0.0): at <= 64 px a blur of
-# sigma up to 2 px removes most of the detail there is. ``get_preset`` applies this as a rule.
+# solo-learn's CIFAR *asymmetric* preset switches Gaussian blur off (gaussian_blur.prob: 0.0 in
+# scripts/pretrain/cifar/augmentations/asymmetric.yaml); its symmetric preset keeps p = 0.5.
+# ``get_preset`` applies this to the asymmetric presets (byol, dino) only.
 BLUR_MAX_DISABLED_SIZE = 64
+ASYMMETRIC_PRESETS = ("byol", "dino")
 
 # Evaluation: resize the shorter side to size / 0.875 (256 for 224) then centre crop, for images
 # of at least this size; smaller images are resized to the crop size directly.
@@ -724,9 +727,9 @@ def eval_transform(images: Tensor, size: int) -> Tensor:
 
 
 def _simclr(image_size: int, n_local: int, local_size: int) -> AugmentPreset:
-    """SimCLR (Chen et al. 2020, App. A): colour strength s = 0.5 -> jitter 0.8s/0.8s/0.8s/0.2s
-    with p = 0.8, grayscale p = 0.2, blur p = 0.5; both views drawn from the same distribution."""
-    s = 0.5
+    """SimCLR (Chen et al. 2020, App. A; solo-learn symmetric.yaml): colour strength s = 1 ->
+    jitter 0.8/0.8/0.8/0.2 with p = 0.8, grayscale p = 0.2, blur p = 0.5; both views alike."""
+    s = 1.0
     spec = ViewSpec(
         image_size, brightness=0.8 * s, contrast=0.8 * s, saturation=0.8 * s, hue=0.2 * s
     )
@@ -757,9 +760,10 @@ def _byol(image_size: int, n_local: int, local_size: int) -> AugmentPreset:
 
 
 def _dino(image_size: int, n_local: int, local_size: int) -> AugmentPreset:
-    """DINO (Caron et al. 2021): BYOL's asymmetric global pair at scale (0.4, 1), local crops
-    at scale (0.05, 0.4) with blur p 0.5."""
-    scale = (0.4, 1.0)
+    """DINO (Caron et al. 2021): BYOL's asymmetric global pair, local crops at scale (0.05, 0.4)
+    with blur p 0.5. Global scale (0.4, 1) with local crops, (0.14, 1) without (the DINO repo's
+    advice when multi-crop is off)."""
+    scale = (0.4, 1.0) if n_local > 0 else (0.14, 1.0)
     local = _byol_view(local_size, 0.5, 0.0, (0.05, 0.4))
     return AugmentPreset(
         [_byol_view(image_size, 1.0, 0.0, scale), _byol_view(image_size, 0.1, 0.2, scale)],
@@ -780,6 +784,14 @@ def _swav(image_size: int, n_local: int, local_size: int) -> AugmentPreset:
     return AugmentPreset([glob, glob], [view(local_size, (0.05, 0.14))] * n_local)
 
 
+def _vicreg(image_size: int, n_local: int, local_size: int) -> AugmentPreset:
+    """VICReg as solo-learn runs it (scripts/pretrain/imagenet-100/vicreg.yaml): both views at
+    scale (0.2, 1), BYOL's jitter, blur p 0.5 (0 at <= 64 px, cifar/vicreg.yaml), solarize 0.1."""
+    blur = 0.0 if image_size <= BLUR_MAX_DISABLED_SIZE else 0.5
+    view = _byol_view(image_size, blur, 0.1, (0.2, 1.0))
+    return AugmentPreset([view, view])
+
+
 def _supervised(image_size: int, n_local: int, local_size: int) -> AugmentPreset:
     """Standard supervised training: random resized crop and flip only, one view."""
     return AugmentPreset([ViewSpec(image_size, jitter_p=0.0, gray_p=0.0, blur_p=0.0)])
@@ -790,6 +802,7 @@ PRESETS: dict[str, Callable[[int, int, int], AugmentPreset]] = {
     "byol": _byol,
     "dino": _dino,
     "swav": _swav,
+    "vicreg": _vicreg,
     "supervised": _supervised,
 }
 MULTI_CROP_PRESETS = ("dino", "swav")
@@ -800,8 +813,10 @@ def get_preset(
 ) -> AugmentPreset:
     """Build a method's view preset for a given image size.
 
-    Rule (solo-learn's CIFAR recipes): for ``image_size <= 64`` Gaussian blur is switched off in
-    every view (``blur_p = 0``); the other ops keep the paper's settings.
+    Rule (solo-learn's CIFAR asymmetric preset): for ``image_size <= 64`` Gaussian blur is
+    switched off in every view of the asymmetric presets (``byol``, ``dino``); the other ops and
+    presets keep the paper's settings. Runs take their views from the recipe
+    (:func:`preset_from_config`); named presets are an alternative set of views.
 
     Args:
         name: one of :data:`PRESETS`.
@@ -829,9 +844,85 @@ def get_preset(
     if local_size < 1:
         raise ConfigError("augment.local_size", f"must be positive, got {local_size}")
     preset = PRESETS[name](image_size, n_local_crops, local_size)
-    if image_size <= BLUR_MAX_DISABLED_SIZE:
+    if image_size <= BLUR_MAX_DISABLED_SIZE and name in ASYMMETRIC_PRESETS:
         preset = AugmentPreset(
             [dataclasses.replace(v, blur_p=0.0) for v in preset.global_views],
             [dataclasses.replace(v, blur_p=0.0) for v in preset.local_views],
         )
     return preset
+
+
+# --------------------------------------------------------------------------------------------
+# Views of a resolved config
+# --------------------------------------------------------------------------------------------
+
+VIEW_FIELDS = (
+    "scale_min",
+    "scale_max",
+    "flip_p",
+    "jitter_p",
+    "brightness",
+    "contrast",
+    "saturation",
+    "hue",
+    "gray_p",
+    "blur_p",
+    "solarize_p",
+)
+
+
+def view_values(spec: ViewSpec) -> dict[str, float]:
+    """The config values (``augment.view1.*`` keys) of a view spec."""
+    return {
+        "scale_min": spec.scale[0],
+        "scale_max": spec.scale[1],
+        "flip_p": spec.flip_p,
+        "jitter_p": spec.jitter_p,
+        "brightness": spec.brightness,
+        "contrast": spec.contrast,
+        "saturation": spec.saturation,
+        "hue": spec.hue,
+        "gray_p": spec.gray_p,
+        "blur_p": spec.blur_p,
+        "solarize_p": spec.solarize_p,
+    }
+
+
+def view_spec(values: dict[str, float], size: int) -> ViewSpec:
+    """A :class:`ViewSpec` of side ``size`` from resolved view values.
+
+    Raises:
+        ConfigError: a value is unset or out of range (named by field).
+    """
+    missing = [k for k in VIEW_FIELDS if values.get(k) is None]
+    if missing:
+        raise ConfigError(f"augment.{missing[0]}", "unset; resolve the config first")
+    return ViewSpec(
+        size,
+        scale=(float(values["scale_min"]), float(values["scale_max"])),
+        flip_p=values["flip_p"],
+        jitter_p=values["jitter_p"],
+        brightness=values["brightness"],
+        contrast=values["contrast"],
+        saturation=values["saturation"],
+        hue=values["hue"],
+        gray_p=values["gray_p"],
+        blur_p=values["blur_p"],
+        solarize_p=values["solarize_p"],
+    )
+
+
+def preset_from_config(cfg: Any) -> AugmentPreset:
+    """The views of a resolved :class:`divssl.config.Config`: ``augment.view1`` (and
+    ``augment.view2`` for two-view methods) at ``image_size``, then ``n_local_crops`` copies of
+    ``augment.local`` at ``local_size``."""
+    from divssl.methods import get_method
+
+    aug = cfg.augment
+    n_global = get_method(cfg.method).n_global_views
+    glob = [view_spec(aug.view1.model_dump(), cfg.image_size)]
+    if n_global > 1:
+        glob.append(view_spec(aug.view2.model_dump(), cfg.image_size))
+    n_local = int(aug.n_local_crops or 0)
+    local = [view_spec(aug.local.model_dump(), int(aug.local_size))] * n_local
+    return AugmentPreset(glob, local)

@@ -90,6 +90,29 @@ def pretrain(
     print(run_dir)
 
 
+@app.command()
+def recipes(
+    method: Annotated[str | None, typer.Option(help="only this method")] = None,
+    recipe: Annotated[
+        str | None, typer.Option(help="only this recipe: cifar, imagenet100 or imagenet")
+    ] = None,
+    markdown: Annotated[bool, typer.Option(help="print docs/recipes.md's Markdown")] = False,
+) -> None:
+    """The recipe table: every hyperparameter of each method at each scale, with its source."""
+    from divssl.recipes import recipe_rows, recipes_markdown
+
+    if markdown:
+        sys.stdout.write(recipes_markdown(method, recipe))
+        return
+    rows = recipe_rows(method, recipe)
+    table = Table(title="divssl recipes (docs/recipes.md)")
+    for col in ("method", "recipe", "key", "value", "source", "note"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*(row[c] for c in ("method", "recipe", "key", "value", "source", "note")))
+    Console(width=200).print(table)
+
+
 def main() -> None:
     """Console entry point mapping errors to exit codes."""
     _mount_subcommands()

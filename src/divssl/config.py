@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from divssl.budget import MAX_BUDGET_IMAGES
 from divssl.errors import ConfigError
@@ -61,25 +61,58 @@ class BudgetConfig(_Section):
 
 
 class OptimConfig(_Section):
-    """Optimizer; unset values take the method's defaults (``Method.optim_defaults``)."""
+    """Optimizer; unset values are filled from the run's recipe (``divssl recipes``)."""
 
     name: Literal["lars", "sgd", "adamw"] | None = None
     base_lr: float | None = None  # per 256 images, scaled linearly with the global batch
     weight_decay: float | None = None  # start value of the weight-decay schedule
-    final_weight_decay: float | None = None  # cosine target (DINO 0.4); None keeps it constant
-    warmup_fraction: float | None = None  # fraction of total steps with linear LR warm-up
-    final_lr_fraction: float = 0.0  # cosine LR ends at base_lr * this
-    momentum: float = 0.9  # SGD/LARS momentum (SimCLR, BYOL, solo-learn)
-    lars_eta: float = 0.02  # LARS trust coefficient (solo-learn default)
-    grad_clip: float | None = None  # max global grad norm (DINO uses 3.0 on ViTs)
+    final_weight_decay: float | None = None  # cosine target (DINO ViT 0.4); = wd: constant
+    warmup_epochs: float | None = None  # linear LR warm-up, epochs (see schedule.units)
+    warmup_start_lr: float | None = None  # absolute LR at the first warm-up step (solo-learn 3e-5)
+    final_lr_fraction: float | None = None  # cosine LR ends at peak LR * this
+    momentum: float | None = None  # SGD/LARS momentum
+    lars_eta: float | None = None  # LARS trust coefficient (solo-learn 0.02, official repos 1e-3)
+    lars_clip: bool | None = None  # LARC clipping min(ratio / lr, 1) (solo-learn clip_lr)
+    exclude_bias_norm: bool | None = None  # biases and norms: no decay and no LARS adaptation
+    grad_clip: float | None = None  # max global grad norm; 0 = off (DINO repo 3.0)
+
+
+class ViewConfig(_Section):
+    """One view's augmentation (unset values come from the recipe); probabilities in [0, 1]."""
+
+    scale_min: float | None = None  # RandomResizedCrop area fraction, lower end
+    scale_max: float | None = None  # RandomResizedCrop area fraction, upper end
+    flip_p: float | None = None  # horizontal flip
+    jitter_p: float | None = None  # colour jitter applied
+    brightness: float | None = None  # jitter strengths (torchvision ColorJitter)
+    contrast: float | None = None
+    saturation: float | None = None
+    hue: float | None = None
+    gray_p: float | None = None  # grayscale
+    blur_p: float | None = None  # Gaussian blur, sigma in [0.1, 2] px
+    solarize_p: float | None = None  # solarization at 0.5
 
 
 class AugmentConfig(_Section):
-    """View generation on the training device."""
+    """View generation on the training device: two global views and optional local crops."""
 
-    preset: str | None = None  # None: the method's preset (see `divssl.augment.PRESETS`)
-    n_local_crops: int = 0  # multi-crop for DINO/SwAV (0: two global crops only)
+    # "recipe": the views of the run's recipe; a name of `divssl.augment.PRESETS` replaces them.
+    # Single keys (augment.view2.solarize_p=0.1) override either.
+    preset: str = "recipe"
+    view1: ViewConfig = ViewConfig()  # first global view (the only one for supervised)
+    view2: ViewConfig = ViewConfig()  # second global view
+    local: ViewConfig = ViewConfig()  # every local crop (multi-crop for DINO/SwAV)
+    n_local_crops: int | None = None  # multi-crop for DINO/SwAV (0: two global crops only)
     local_size: int | None = None  # side of local crops (default ~ image_size * 96/224)
+
+
+class ScheduleConfig(_Section):
+    """How epoch-valued settings (warm-ups, freezing, queue start) map onto steps."""
+
+    # epochs: epochs of the subset (the run's max_epochs is E = C / N), as the papers did;
+    # steps: the fraction value / reference_epochs of the run's steps (equal C, equal schedule).
+    units: Literal["steps", "epochs"] = "steps"
+    reference_epochs: float | None = None  # the reference's max_epochs (from the recipe)
 
 
 class SeedsConfig(_Section):
@@ -94,18 +127,21 @@ class Config(_Section):
     """A pretraining run. Keys are dotted on the command line: ``budget.images=50000``."""
 
     method: str = "simclr"
+    recipe: str = "auto"  # auto | cifar | imagenet100 | imagenet (`divssl recipes`)
     backbone: str = "convnet_tiny"
     cifar_stem: bool = False  # ResNet 3x3/1 stem without max-pool for small images
     method_args: dict[str, Any] = {}  # the method's hyperparameters (its `Config` model)
     data: DataConfig = DataConfig()
     subset: SubsetConfig = SubsetConfig()
     budget: BudgetConfig = BudgetConfig(images=50_000)
-    batch_size: int = 256  # global batch (all ranks together)
+    batch_size: int | None = None  # global batch (all ranks together); recipe's by default
     image_size: int = 16  # side of the global views in pixels
     seed: int = 0
     seeds: SeedsConfig = SeedsConfig()
     optim: OptimConfig = OptimConfig()
     augment: AugmentConfig = AugmentConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    sync_batchnorm: bool | None = None  # SyncBatchNorm under DDP (recipes: on)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, else fp32
     channels_last: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -115,6 +151,8 @@ class Config(_Section):
     out: str = "runs/{method}-{backbone}-C{budget}-N{n}-s{seed}"  # run dir (format fields)
     tracking: Literal["none", "tensorboard", "mlflow"] = "tensorboard"
     mlflow_uri: str | None = None  # tracking store; default sqlite:///<run dir>/../mlflow.db
+    # how `recipe` was chosen ("auto: image_size N" or "given"); set by resolve_config, not saved
+    _recipe_picked: str = PrivateAttr(default="given")
 
     def seed_for(self, kind: Literal["init", "order", "augment"]) -> int:
         """The seed of one random stream; unset ones are offsets of ``seed``."""
@@ -244,6 +282,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except ValidationError as exc:
         raise _validation_to_config_error(exc) from None
     validate_static(cfg)
+    cfg = resolve_config(cfg)
+    validate_static(cfg)
     return cfg
 
 
@@ -279,16 +319,19 @@ def validate_static(cfg: Config) -> None:
     if cfg.data.store_size is not None and cfg.data.store_size < 1:
         raise ConfigError("data.store_size", f"must be >= 1, got {cfg.data.store_size}")
     for name in ("batch_size", "image_size", "log_every", "checkpoint_every"):
-        if getattr(cfg, name) < 1:
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ConfigError(name, f"must be >= 1, got {getattr(cfg, name)}")
     _check_ranges(cfg)
     check_device(cfg.device)
     check_out(cfg.out)
-    if cfg.augment.preset is not None and cfg.augment.preset not in PRESETS:
-        raise ConfigError("augment.preset", f"unknown value {cfg.augment.preset!r}", PRESETS)
-    if cfg.augment.n_local_crops < 0:
+    if cfg.augment.preset != "recipe" and cfg.augment.preset not in PRESETS:
+        raise ConfigError(
+            "augment.preset", f"unknown value {cfg.augment.preset!r}", ["recipe", *PRESETS]
+        )
+    n_local = cfg.augment.n_local_crops or 0
+    if n_local < 0:
         raise ConfigError("augment.n_local_crops", "must be >= 0")
-    if cfg.augment.n_local_crops > 0 and not method_cls.supports_local_crops:
+    if n_local > 0 and not method_cls.supports_local_crops:
         multi = [m for m in method_names() if get_method(m).supports_local_crops]
         raise ConfigError(
             "augment.n_local_crops", f"{cfg.method} takes two views; multi-crop needs", multi
@@ -323,11 +366,12 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool, str]] = {
     "optim.base_lr": (0, None, False, True, "a learning rate is positive"),
     "optim.weight_decay": (0, None, True, True, "a decay is non-negative"),
     "optim.final_weight_decay": (0, None, True, True, "a decay is non-negative"),
-    "optim.warmup_fraction": (0, 1, True, False, "a share of the steps, leaving >= 1 to decay"),
+    "optim.warmup_epochs": (0, None, True, True, "epochs of linear LR warm-up"),
+    "optim.warmup_start_lr": (0, None, True, True, "an absolute learning rate"),
     "optim.final_lr_fraction": (0, 1, True, True, "a share of base_lr"),
     "optim.momentum": (0, 1, True, False, "momentum >= 1 diverges"),
     "optim.lars_eta": (0, None, False, True, "LARS trust coefficient is positive"),
-    "optim.grad_clip": (0, None, False, True, "a gradient-norm bound is positive"),
+    "optim.grad_clip": (0, None, True, True, "a gradient-norm bound; 0 = off"),
     "augment.n_local_crops": (0, 32, True, True, "multi-crop recipes use <= 10 local crops"),
     "augment.local_size": (1, MAX_IMAGE_SIZE, True, True, "like image_size"),
 }
@@ -400,6 +444,99 @@ def check_out(out: str) -> None:
         raise ConfigError("out", f"bad format string {out!r}: {exc}") from None
     if Path(path).resolve() == Path.cwd().resolve() or Path(path).name in ("", ".", ".."):
         raise ConfigError("out", f"{out!r} names the current or a parent directory, not a run dir")
+
+
+# ------------------------------------------------------------------------------ recipes
+
+
+def _get_dotted(tree: dict[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _preset_values(cfg: Config) -> dict[str, Any]:
+    """View values of a named preset (``augment.preset`` other than ``recipe``)."""
+    from divssl.augment import get_preset, view_values
+
+    preset = get_preset(cfg.augment.preset, cfg.image_size, cfg.augment.n_local_crops or 0)
+    glob = preset.global_views
+    values = {f"augment.view1.{k}": v for k, v in view_values(glob[0]).items()}
+    second = glob[1] if len(glob) > 1 else glob[0]
+    values.update({f"augment.view2.{k}": v for k, v in view_values(second).items()})
+    if preset.local_views:
+        values.update(
+            {f"augment.local.{k}": v for k, v in view_values(preset.local_views[0]).items()}
+        )
+    return values
+
+
+def resolve_config(cfg: Config) -> Config:
+    """Fill every unset value from the run's recipe; values the user set are kept.
+
+    Order: the recipe (``recipe=auto`` picks one by ``image_size``), then the views of a named
+    ``augment.preset`` (if not ``recipe``), then the user's keys. The result holds no ``None``
+    among the recipe's keys, so ``config.yaml`` records every effective value and re-loading it
+    gives the same run whatever later versions change in the recipes. Idempotent.
+
+    Raises:
+        ConfigError: unknown recipe or method, or a value the method's settings reject.
+    """
+    from divssl.methods import get_method
+    from divssl.recipes import pick_recipe, recipe_values
+
+    recipe = pick_recipe(cfg.recipe, cfg.image_size)
+    values = recipe_values(recipe, cfg.method, cfg.backbone)
+    if cfg.augment.preset != "recipe":
+        values.update(_preset_values(cfg))
+    tree = cfg.model_dump(mode="python")
+    tree["recipe"] = recipe
+    args = dict(tree["method_args"])
+    for key, value in values.items():
+        if key.startswith("method_args."):
+            args.setdefault(key.removeprefix("method_args."), value)
+        elif _get_dotted(tree, key) is None:
+            _set_dotted(tree, key, value)
+    aug = tree["augment"]
+    for field, value in aug["view1"].items():  # views a method does not use: view1's values
+        for view in ("view2", "local"):
+            if aug[view][field] is None:
+                aug[view][field] = value
+    if aug["local_size"] is None:
+        aug["local_size"] = max(8, round(cfg.image_size * 96 / 224))
+    optim = tree["optim"]
+    if optim["final_weight_decay"] is None:
+        optim["final_weight_decay"] = optim["weight_decay"]
+    method_cls = get_method(cfg.method)
+    try:
+        tree["method_args"] = method_cls.Config(**args).model_dump(mode="python")
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(
+            f"method_args.{key}", err["msg"], _field_names(method_cls.Config)
+        ) from None
+    try:
+        resolved = Config.model_validate(tree)
+    except ValidationError as exc:
+        raise _validation_to_config_error(exc) from None
+    missing = unresolved_keys(resolved)
+    if missing:
+        raise ConfigError(missing[0], f"recipe {recipe!r} gives no value for {cfg.method}")
+    picked = f"auto: image_size {cfg.image_size}" if cfg.recipe == "auto" else cfg._recipe_picked
+    resolved._recipe_picked = picked
+    return resolved
+
+
+def unresolved_keys(cfg: Config) -> list[str]:
+    """Dotted keys still ``None`` that a resolved config must hold (empty once resolved)."""
+    tree = cfg.model_dump(mode="python")
+    keys = ["batch_size", "sync_batchnorm", "schedule.reference_epochs"]
+    keys += [f"optim.{k}" for k in tree["optim"]]
+    keys += [f"augment.{v}.{k}" for v in ("view1", "view2", "local") for k in tree["augment"][v]]
+    keys += ["augment.n_local_crops", "augment.local_size"]
+    return [k for k in keys if _get_dotted(tree, k) is None]
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

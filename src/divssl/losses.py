@@ -335,14 +335,19 @@ def vicreg(
     sim_coeff: float,
     std_coeff: float,
     cov_coeff: float,
+    *,
+    variance_halved: bool = False,
 ) -> torch.Tensor:
-    """VICReg (Bardes, Ponce & LeCun, 2022), as in the authors' ``main_vicreg.py``.
+    """VICReg (Bardes, Ponce & LeCun, 2022): the paper's Eq. 6 and solo-learn's
+    ``vicreg_loss_func``.
 
     ``repr = MSE(z_a, z_b)``; both embeddings are gathered (with gradient) over ranks for the
     variance and covariance terms and centred per dimension;
-    ``std = sqrt(var_unbiased + 1e-4)``, ``std_loss = mean(relu(1 - std_a))/2 +
-    mean(relu(1 - std_b))/2``; ``cov = zᵀz / (N - 1)``, ``cov_loss = Σ offdiag(cov_a)² / D +
-    Σ offdiag(cov_b)² / D``; ``loss = sim·repr + std·std_loss + cov·cov_loss``.
+    ``std = sqrt(var_unbiased + 1e-4)``, ``std_loss = mean(relu(1 - std_a)) +
+    mean(relu(1 - std_b))`` (the paper's ``v(Z) + v(Z')``; the authors' ``main_vicreg.py`` divides
+    each term by 2: ``variance_halved=True``); ``cov = zᵀz / (N - 1)``, ``cov_loss =
+    Σ offdiag(cov_a)² / D + Σ offdiag(cov_b)² / D``; ``loss = sim·repr + std·std_loss +
+    cov·cov_loss``.
 
     Under DDP the invariance term is this rank's share ``W / (N_global · D) · Σ_local (a - b)²``
     and the variance/covariance terms are global (identical on every rank).
@@ -353,6 +358,7 @@ def vicreg(
         sim_coeff: weight of the invariance term (25 in the paper).
         std_coeff: weight of the variance term (25 in the paper).
         cov_coeff: weight of the covariance term (1 in the paper).
+        variance_halved: halve the variance term as ``main_vicreg.py`` does.
 
     Returns:
         Scalar loss.
@@ -371,7 +377,9 @@ def vicreg(
     y = y - y.mean(dim=0)
     std_x = torch.sqrt(x.var(dim=0) + 1e-4)
     std_y = torch.sqrt(y.var(dim=0) + 1e-4)
-    std_loss = F.relu(1.0 - std_x).mean() / 2 + F.relu(1.0 - std_y).mean() / 2
+    std_loss = F.relu(1.0 - std_x).mean() + F.relu(1.0 - std_y).mean()
+    if variance_halved:
+        std_loss = std_loss / 2
     cov_x = (x.T @ x) / (n_global - 1)
     cov_y = (y.T @ y) / (n_global - 1)
     cov_loss = _off_diagonal(cov_x).pow(2).sum() / dim + _off_diagonal(cov_y).pow(2).sum() / dim

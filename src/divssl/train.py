@@ -3,7 +3,8 @@
 One run, top to bottom:
 
 1. ``prepare``: validate everything that needs data (pool, subset, budget) before writing a file;
-2. build backbone + method + optimizer (parameters without decay for biases and norms);
+2. build backbone + method + optimizer (LARS with LARC clipping, ``divssl.optim``; biases and
+   norms without decay or adaptation where the recipe says so), SyncBatchNorm under DDP;
 3. resume from ``checkpoints/last.pt`` when asked;
 4. per step: take the step's slice of the budgeted image stream, make views on the device with a
    generator seeded by (augment seed, step, rank), forward/backward under autocast, method hooks,
@@ -33,11 +34,11 @@ from torch import nn
 
 import divssl
 from divssl import distributed as dist
-from divssl.augment import AugmentPreset, get_preset, make_views
+from divssl.augment import AugmentPreset, make_views, preset_from_config
 from divssl.backbones import build_backbone, export_backbone
 from divssl.budget import Budget, resolve_images, scaled_lr, stream_positions, warmup_cosine
 from divssl.cache import cache_key
-from divssl.config import Config, config_to_dict
+from divssl.config import Config, config_to_dict, resolve_config
 from divssl.data.cache import StoredPool, default_store_size, load_stored_pool, pixel_limit
 from divssl.data.ordering import (
     Ordering,
@@ -50,7 +51,7 @@ from divssl.data.pool import Pool, open_pool
 from divssl.errors import ConfigError, RunFailed
 from divssl.io import atomic_torch_save, atomic_write_json, atomic_write_yaml, read_json
 from divssl.methods import Method, get_method
-from divssl.methods.base import OptimDefaults
+from divssl.optim import LARS
 
 
 @dataclass
@@ -157,6 +158,7 @@ def prepare(cfg: Config) -> tuple[Prepared, dict[str, Any] | None]:
             "pool_manifest": ordering.pool_manifest,
         }
     c = resolve_images(cfg.budget.images, cfg.budget.epochs, len(subset))
+    assert cfg.batch_size is not None, "resolve_config fills batch_size"
     budget = Budget(
         images=c,
         unique_images=len(subset),
@@ -220,62 +222,85 @@ def _autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def _optim_settings(cfg: Config, defaults: OptimDefaults) -> dict[str, Any]:
+def _optim_settings(cfg: Config, method: Method) -> dict[str, Any]:
+    """The resolved optimizer values of a run (``resolve_config`` filled every one)."""
     o = cfg.optim
     return {
-        "name": o.name or defaults.name,
-        "base_lr": o.base_lr if o.base_lr is not None else defaults.base_lr,
-        "weight_decay": o.weight_decay if o.weight_decay is not None else defaults.weight_decay,
+        "name": o.name,
+        "base_lr": o.base_lr,
+        "weight_decay": o.weight_decay,
         "final_weight_decay": o.final_weight_decay,
-        "warmup_fraction": (
-            o.warmup_fraction if o.warmup_fraction is not None else defaults.warmup_fraction
-        ),
+        "warmup_fraction": method.epochs_fraction(float(o.warmup_epochs or 0.0)),
+        "warmup_start_lr": o.warmup_start_lr,
     }
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two groups: decayed weights, and biases/normalisation parameters without decay (which
-    LARS then also leaves unadapted, as solo-learn's ``exclude_bias_n_norm``)."""
+def param_groups(
+    model: nn.Module, weight_decay: float, exclude_bias_norm: bool = True
+) -> list[dict[str, Any]]:
+    """Parameter groups: decayed weights, and biases/normalisation parameters (1-D) which, with
+    ``exclude_bias_norm`` (solo-learn's ``exclude_bias_n_norm``), get neither decay nor LARS
+    adaptation; without it every parameter is decayed and adapted (SwAV's LARC, torchvision)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay, "decays": True},
-        {"params": no_decay, "weight_decay": 0.0, "decays": False},
-    ]
+        excluded = exclude_bias_norm and (p.ndim <= 1 or name.endswith(".bias"))
+        (no_decay if excluded else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay, "decays": True, "lars_adapt": True}]
+    if no_decay:
+        groups.append(
+            {"params": no_decay, "weight_decay": 0.0, "decays": False, "lars_adapt": False}
+        )
+    return groups
 
 
 def build_optimizer(
     model: nn.Module, cfg: Config, settings: dict[str, Any]
 ) -> torch.optim.Optimizer:
-    """SGD, LARS (timm's implementation) or AdamW over ``param_groups``."""
-    groups = param_groups(model, settings["weight_decay"])
+    """SGD, LARS (``divssl.optim.LARS``, LARC clipping per ``optim.lars_clip``) or AdamW."""
+    o = cfg.optim
+    groups = param_groups(model, settings["weight_decay"], bool(o.exclude_bias_norm))
+    assert cfg.batch_size is not None
     lr = scaled_lr(settings["base_lr"], cfg.batch_size)
     name = settings["name"]
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.optim.momentum)
+        return torch.optim.SGD(groups, lr=lr, momentum=float(o.momentum or 0.0))
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
-    from timm.optim import Lars
+    return LARS(
+        groups,
+        lr=lr,
+        momentum=float(o.momentum or 0.0),
+        eta=float(o.lars_eta or 0.0),
+        clip=bool(o.lars_clip),
+    )
 
-    # timm's Lars adapts only groups with weight_decay != 0, i.e. it excludes biases and norms.
-    return Lars(groups, lr=lr, momentum=cfg.optim.momentum, trust_coeff=cfg.optim.lars_eta)
+
+def scheduled_lr(step: int, total: int, cfg: Config, settings: dict[str, Any]) -> float:
+    """LR at ``step``: linear warm-up from ``warmup_start_lr`` (solo-learn's
+    ``LinearWarmupCosineAnnealingLR``; 0 starts at ``peak / warmup_steps``), then cosine to
+    ``peak * final_lr_fraction``."""
+    assert cfg.batch_size is not None
+    peak = scaled_lr(settings["base_lr"], cfg.batch_size)
+    final = peak * float(cfg.optim.final_lr_fraction or 0.0)
+    warm = settings["warmup_fraction"]
+    start = float(settings["warmup_start_lr"] or 0.0)
+    warmup_steps = int(round(warm * total))
+    if start > 0 and step < warmup_steps:
+        return start + (peak - start) * step / warmup_steps
+    return warmup_cosine(step, total, peak, final, warm)
 
 
 def _set_schedules(
     opt: torch.optim.Optimizer, step: int, total: int, cfg: Config, settings: dict[str, Any]
 ) -> tuple[float, float]:
-    peak = scaled_lr(settings["base_lr"], cfg.batch_size)
-    lr = warmup_cosine(
-        step, total, peak, peak * cfg.optim.final_lr_fraction, settings["warmup_fraction"]
-    )
+    lr = scheduled_lr(step, total, cfg, settings)
     wd0 = settings["weight_decay"]
     wd1 = settings["final_weight_decay"]
     wd = (
         wd0
-        if wd1 is None
+        if wd1 is None or wd1 == wd0
         else wd1 - (wd1 - wd0) * (1 + math.cos(math.pi * step / max(1, total - 1))) / 2
     )
     for group in opt.param_groups:
@@ -547,14 +572,18 @@ def resume_differences(saved: dict[str, Any], given: dict[str, Any]) -> list[str
     """Dotted keys whose values differ between a run dir's config and a resumed config.
 
     Keys of :data:`RESUME_FREE_KEYS` (and keys below them) are ignored; a key present on one
-    side only counts as a difference.
+    side only counts as a difference. Top-level keys come first (a changed ``method`` changes
+    many recipe values below it; the cause should lead the message).
     """
     a, b = _flatten(saved), _flatten(given)
     return sorted(
-        key
-        for key in set(a) | set(b)
-        if a.get(key, _MISSING) != b.get(key, _MISSING)
-        and key.split(".")[0] not in RESUME_FREE_KEYS
+        (
+            key
+            for key in set(a) | set(b)
+            if a.get(key, _MISSING) != b.get(key, _MISSING)
+            and key.split(".")[0] not in RESUME_FREE_KEYS
+        ),
+        key=lambda key: (key.count("."), key),
     )
 
 
@@ -623,6 +652,10 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
     """
     dist.init_from_env()  # no-op for a single process; torchrun sets WORLD_SIZE/RANK
     _device(cfg)  # a missing device is refused before any data is decoded
+    cfg = resolve_config(cfg)  # idempotent; fills every value the recipe gives
+    how = cfg._recipe_picked
+    if dist.rank() == 0:
+        print(f"divssl: recipe {cfg.recipe} ({how}); see `divssl recipes`", file=sys.stderr)
     prep, composition = prepare(cfg)
     run_dir = prep.run_dir
     is_main = dist.rank() == 0
@@ -646,16 +679,16 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
     ).to(device)
     if cfg.channels_last:
         method = method.to(memory_format=torch.channels_last)
-    settings = _optim_settings(cfg, prep.method_cls.optim_defaults)
-    opt = build_optimizer(method, cfg, settings)
-    preset = get_preset(
-        cfg.augment.preset or prep.method_cls.augment_preset,
-        cfg.image_size,
-        n_local_crops=cfg.augment.n_local_crops,
-        local_size=cfg.augment.local_size,
-    )
     budget = prep.budget
     total = budget.steps
+    method.schedule_epochs = schedule_epochs(cfg, budget)
+    if dist.is_dist() and cfg.sync_batchnorm:
+        from divssl.syncbn import convert_sync_batchnorm
+
+        method = convert_sync_batchnorm(method, device)  # type: ignore[assignment]
+    settings = _optim_settings(cfg, method)
+    opt = build_optimizer(method, cfg, settings)
+    preset = preset_from_config(cfg)
 
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -697,6 +730,9 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
     summary_base = {
         "method": cfg.method,
         "backbone": cfg.backbone,
+        "recipe": cfg.recipe,
+        "recipe_picked": how,  # "auto: image_size N" or "given"
+        "schedule_units": cfg.schedule.units,
         "pool": cfg.data.pool if cfg.data.composition is None else "composition",
         "pool_manifest": prep.ordering_record["pool_manifest"],
         "ordering_hash": prep.ordering_record["hash"],
@@ -749,7 +785,7 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
             opt.zero_grad(set_to_none=True)
             loss.backward()
             method.on_before_optimizer_step(step, total)
-            if cfg.optim.grad_clip is not None:
+            if cfg.optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.optim.grad_clip)
             opt.step()
             method.on_after_optimizer_step(step, total)
@@ -843,6 +879,15 @@ def stream_counts(loader: Any, budget: Budget) -> dict[str, Any]:
     return out
 
 
+def schedule_epochs(cfg: Config, budget: Budget) -> float:
+    """Epochs the run's steps stand for: E = C / N with ``schedule.units=epochs`` (the paper's
+    max_epochs), the recipe's reference epochs with ``schedule.units=steps``."""
+    if cfg.schedule.units == "epochs":
+        return budget.epochs
+    assert cfg.schedule.reference_epochs is not None
+    return float(cfg.schedule.reference_epochs)
+
+
 def _in_study(run_dir: Path) -> bool:
     # Study runs are logged by the runner, with their grid factors and evaluation results.
     return (run_dir.parent.parent / "plan.json").is_file()
@@ -909,7 +954,7 @@ def _nan_diagnosis(
     else:
         parts.append(
             "parameters are finite: the loss itself diverged; lower optim.base_lr or "
-            "raise the warm-up (optim.warmup_fraction)"
+            "raise the warm-up (optim.warmup_epochs)"
         )
     if logs:
         parts.append("last logs: " + ", ".join(f"{k}={v:.4g}" for k, v in logs.items()))

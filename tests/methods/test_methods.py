@@ -25,13 +25,18 @@ from divssl.methods import Method, StepOutput, get_method, method_names
 B = 8
 NUM_CLASSES = 5
 ALL = ["simclr", "mocov3", "byol", "dino", "swav", "vicreg", "barlow_twins", "supervised"]
-PRESETS = ("simclr", "byol", "dino", "swav", "supervised")
+PRESETS = ("simclr", "byol", "dino", "swav", "vicreg", "supervised")
 # small heads keep the tests fast; defaults are checked separately
 SMALL: dict[str, dict[str, object]] = {
     "simclr": {"proj_hidden_dim": 32, "proj_output_dim": 16},
     "mocov3": {"proj_hidden_dim": 32, "proj_output_dim": 16, "pred_hidden_dim": 32},
     "byol": {"proj_hidden_dim": 32, "proj_output_dim": 16, "pred_hidden_dim": 32},
-    "dino": {"proj_hidden_dim": 32, "proj_output_dim": 16, "num_prototypes": 64},
+    "dino": {
+        "proj_hidden_dim": 32,
+        "proj_output_dim": 16,
+        "num_prototypes": 64,
+        "warmup_teacher_temp_epochs": 50,  # 5% of the default 1000 epochs
+    },
     "swav": {"proj_hidden_dim": 32, "proj_output_dim": 16, "num_prototypes": 20, "queue_size": 0},
     "vicreg": {"proj_hidden_dim": 32, "proj_output_dim": 24},
     "barlow_twins": {"proj_hidden_dim": 32, "proj_output_dim": 24},
@@ -96,9 +101,7 @@ def test_config_defaults_preset_and_optim(name: str) -> None:
     assert all(not f.is_required() for f in cls.Config.model_fields.values())
     cls.Config()  # every field has a default
     assert cls.augment_preset in PRESETS
-    assert cls.optim_defaults.name in ("lars", "sgd", "adamw")
-    assert cls.optim_defaults.base_lr > 0 and cls.optim_defaults.weight_decay >= 0
-    assert 0 <= cls.optim_defaults.warmup_fraction < 1
+    assert cls.n_global_views == n_views(name)
     with pytest.raises(ValidationError):
         cls.Config(not_a_key=1)
 
@@ -109,7 +112,7 @@ def test_presets_and_labels_per_method() -> None:
         "mocov3": "byol",
         "byol": "byol",
         "barlow_twins": "byol",
-        "vicreg": "byol",
+        "vicreg": "vicreg",
         "dino": "dino",
         "swav": "swav",
         "supervised": "supervised",
@@ -336,7 +339,8 @@ def test_dino_center_update() -> None:
 
 
 def test_dino_teacher_temperature_warmup() -> None:
-    method = build("dino")
+    method = build("dino", warmup_teacher_temp_epochs=50)  # 50 of the default 1000 epochs
+    assert method.schedule_epochs == 1000.0
     assert method.teacher_temp(0, 100) == pytest.approx(0.04)
     assert method.teacher_temp(2, 100) == pytest.approx(0.04 + 0.03 * 2 / 5)
     assert method.teacher_temp(5, 100) == pytest.approx(0.07)
@@ -347,7 +351,8 @@ def test_dino_teacher_temperature_warmup() -> None:
 
 def test_dino_last_layer_frozen_then_trained() -> None:
     total = 4  # freeze 0.5 of the steps: steps 0 and 1
-    method = build("dino", freeze_last_layer_fraction=0.5)
+    method = build("dino", freeze_last_layer_epochs=2)
+    method.schedule_epochs = 4.0  # the run's 4 steps stand for 4 epochs
     opt = sgd(method)
     last = method.head.last_layer.parametrizations.weight.original1
     for step in range(3):
@@ -390,7 +395,7 @@ def test_swav_prototypes_normalised_before_forward() -> None:
 
 def test_swav_prototypes_frozen_then_trained() -> None:
     total = 4  # freeze 0.5 of the steps: steps 0 and 1
-    method = build("swav", freeze_prototypes_fraction=0.5)
+    method = build("swav", freeze_prototypes_epochs=500)  # of the default 1000 epochs
     opt = sgd(method)
     w = method.prototypes.weight
     for step in range(3):
@@ -409,7 +414,7 @@ def test_swav_prototypes_frozen_then_trained() -> None:
 
 def test_swav_queue_fills_and_is_used_after_start() -> None:
     total = 6  # queue starts at step round(0.5 * 6) = 3
-    method = build("swav", queue_size=16, queue_start_fraction=0.5)
+    method = build("swav", queue_size=16, queue_start_epochs=500)
     opt = sgd(method)
     assert method.queue.shape == (2, 16, 16) and int(method.queue_filled) == 0
     previous_z = None
@@ -445,7 +450,7 @@ def test_swav_queue_fills_and_is_used_after_start() -> None:
         method.on_after_optimizer_step(step, total)
         previous_z = z
     state = method.state_dict()
-    fresh = build("swav", queue_size=16, queue_start_fraction=0.5)
+    fresh = build("swav", queue_size=16, queue_start_epochs=500)
     fresh.load_state_dict(state)
     assert torch.equal(fresh.queue, method.queue) and int(fresh.queue_filled) == 16
 
@@ -479,12 +484,42 @@ def test_projector_shapes_as_configured(name: str) -> None:
 
 
 def test_mocov3_heads() -> None:
+    # ResNet setup (moco/builder.py MoCo_ResNet, solo-learn resnet branch): 2-layer projector
+    # ending in a BN without affine, predictor without a last BN.
     method = build("mocov3")
-    assert _linear_shapes(method.projector) == [(128, 32), (32, 32), (32, 16)]
+    assert _linear_shapes(method.projector) == [(128, 32), (32, 16)]
     assert _linear_shapes(method.predictor) == [(16, 32), (32, 16)]
     last = list(method.projector)[-1]
     assert isinstance(last, nn.BatchNorm1d) and not last.affine
+    assert not isinstance(list(method.predictor)[-1], nn.BatchNorm1d)
     assert all(m.bias is None for m in method.projector if isinstance(m, nn.Linear))
+    # ViT setup: 3 projector layers, predictor ends in a BN without affine
+    vit = build("mocov3", proj_layers=3, pred_last_bn=True)
+    assert _linear_shapes(vit.projector) == [(128, 32), (32, 32), (32, 16)]
+    pred_last = list(vit.predictor)[-1]
+    assert isinstance(pred_last, nn.BatchNorm1d) and not pred_last.affine
+
+
+def test_mocov3_vit_patch_embedding_frozen() -> None:
+    import timm
+
+    from divssl.methods.mocov3 import freeze_patch_embedding
+
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=0)
+    assert freeze_patch_embedding(vit) == 2
+    assert not any(p.requires_grad for p in vit.patch_embed.proj.parameters())
+    assert all(p.requires_grad for p in vit.blocks.parameters())
+    assert freeze_patch_embedding(build_backbone("convnet_tiny")[0]) == 0
+
+
+def test_simclr_projector_without_bn() -> None:
+    # solo-learn's SimCLR projector: Linear-ReLU-Linear, no BatchNorm
+    method = build("simclr")
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in method.projector.modules())
+    assert [type(m).__name__ for m in method.projector] == ["Linear", "ReLU", "Linear"]
+    with_bn = build("simclr", proj_use_bn=True, proj_last_bn=True)
+    kinds = [type(m).__name__ for m in with_bn.projector]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
 
 
 def test_two_view_methods_reject_local_crops() -> None:

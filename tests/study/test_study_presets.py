@@ -117,6 +117,18 @@ EXPECTED_RUNS = {
     "robustness_granularity": 6, "robustness_diversity": 4, "robustness_sources": 8,
 }  # fmt: skip
 PRESETS = sorted(p.stem for p in STUDIES.glob("*.yaml"))
+# The paper presets' recipes (SSL-diversity paper, Appendix E: solo-learn's CIFAR parameters also
+# for Tiny-ImageNet, its ImageNet-100 parameters, the ImageNet ones also for YFCC100M).
+PAPER_RECIPES = {
+    "table1_cifar100": "cifar", "table1_tinyimagenet": "cifar",
+    "figure3_imagenet100": "imagenet100", "table2_imagenet_yfcc": "imagenet",
+    "figure4_saturation": "imagenet", "table4_normalization": "imagenet",
+    "table5_label_quantity": "imagenet", "robustness_quantity": "imagenet",
+    "robustness_granularity": "imagenet", "robustness_diversity": "imagenet",
+    "robustness_sources": "imagenet",
+}  # fmt: skip
+STEP_UNITS = {"quickstart", "robustness_quantity", "robustness_granularity",
+              "robustness_diversity", "robustness_sources"}  # fmt: skip
 
 
 def test_every_preset_is_covered():
@@ -151,6 +163,11 @@ def test_preset_plans_with_stand_in_data(name, data, tmp_path, monkeypatch):
     assert len(plan.models) == (len(counted) or len(plan.models))
     for run in plan.runs:
         assert run.epochs == pytest.approx(run.budget_images / run.unique_images)
+        # every run names its resolved recipe (issue 10); paper presets use the paper's
+        assert run.config["recipe"] == PAPER_RECIPES.get(name, "cifar")
+        assert run.config["schedule"]["units"] == ("steps" if name in STEP_UNITS else "epochs")
+        assert run.config["optim"]["base_lr"] is not None
+    assert "recipe" in result.output  # `divssl plan` shows each run's recipe
 
 
 def test_preset_defaults_point_at_real_data_and_fail_cleanly(tmp_path):

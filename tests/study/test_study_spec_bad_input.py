@@ -64,7 +64,7 @@ BAD_POINTS = [
     ({"grid": {"pool": ["w"], "image_size": [100000]}}, "image_size", "[1, 1024]"),
     ({"grid": {"pool": ["w"], "device": ["banana"]}}, "device", "cuda:N"),
     ({"grid": {"pool": ["w"], "optim.base_lr": [float("nan")]}}, "optim.base_lr", "finite"),
-    ({"base": {**BASE, "optim.warmup_fraction": 5}}, "optim.warmup_fraction", "[0, 1)"),
+    ({"base": {**BASE, "optim.warmup_epochs": -5}}, "optim.warmup_epochs", "[0, inf)"),
     ({"base": {**BASE, "budget.images": 10**15}}, "budget.images", "[1, "),
 ]
 

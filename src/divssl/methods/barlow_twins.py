@@ -12,7 +12,7 @@ from pydantic import Field
 from torch import nn
 
 from divssl import losses
-from divssl.methods.base import Method, MethodConfig, OptimDefaults, StepOutput, register_method
+from divssl.methods.base import Method, MethodConfig, StepOutput, register_method
 from divssl.methods.heads import check_two_views, mlp
 
 
@@ -33,8 +33,6 @@ class BarlowTwins(Method):
     name = "barlow_twins"
     Config = BarlowTwinsConfig
     augment_preset = "byol"
-    # solo-learn CIFAR: LARS, lr 0.3 per 256 images, wd 1e-4, 10/1000 epochs warm-up -> 0.01.
-    optim_defaults = OptimDefaults("lars", 0.3, 1e-4, 0.01)
 
     def __init__(
         self,

@@ -8,8 +8,11 @@ A method is ``view preset + heads + loss``. The training loop (``divssl.train``)
 4. ``optimizer.step()``;
 5. ``method.on_after_optimizer_step(step, total_steps)`` (EMA teachers, queues).
 
-Every schedule a method uses is a pure function of ``(step, total_steps)`` (see ``divssl.budget``),
-so runs with different N but equal C see identical schedules.
+Every schedule a method uses is a pure function of ``(step, total_steps)`` (see ``divssl.budget``).
+Epoch-valued settings (``*_epochs``, as the papers give them) become fractions of the run through
+:meth:`Method.epochs_fraction`: the training loop sets ``schedule_epochs`` to the epochs the run's
+steps stand for (E = C / N under ``schedule.units=epochs``; the recipe's reference epochs under
+``schedule.units=steps``, so that runs with equal C see identical schedules).
 """
 
 from __future__ import annotations
@@ -30,21 +33,8 @@ class MethodConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-@dataclass
-class OptimDefaults:
-    """A method's optimizer defaults, used where ``optim.*`` keys are left unset.
-
-    Attributes:
-        name: ``"lars"``, ``"sgd"`` or ``"adamw"``.
-        base_lr: learning rate per 256 images; scaled linearly with the global batch.
-        weight_decay: decoupled for AdamW, L2 otherwise.
-        warmup_fraction: fraction of total steps with linear LR warm-up.
-    """
-
-    name: str
-    base_lr: float
-    weight_decay: float
-    warmup_fraction: float = 0.01
+# solo-learn's CIFAR max_epochs: what `schedule_epochs` is outside the training loop.
+DEFAULT_SCHEDULE_EPOCHS = 1000.0
 
 
 @dataclass
@@ -69,8 +59,8 @@ class Method(nn.Module):
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[MethodConfig]] = MethodConfig
-    augment_preset: ClassVar[str] = "simclr"
-    optim_defaults: ClassVar[OptimDefaults] = OptimDefaults("lars", 0.3, 1e-4)
+    augment_preset: ClassVar[str] = "simclr"  # the closest named preset (`augment.preset`)
+    n_global_views: ClassVar[int] = 2  # views at image_size (1 for supervised)
     needs_labels: ClassVar[bool] = False
     supports_local_crops: ClassVar[bool] = False  # multi-crop (DINO, SwAV)
 
@@ -82,6 +72,13 @@ class Method(nn.Module):
         self.feat_dim = feat_dim
         self.cfg = cfg
         self.num_classes = num_classes
+        self.schedule_epochs = DEFAULT_SCHEDULE_EPOCHS
+
+    def epochs_fraction(self, epochs: float) -> float:
+        """An epoch-valued setting as a fraction of the run's steps (at most 1)."""
+        if epochs <= 0:
+            return 0.0
+        return min(1.0, epochs / self.schedule_epochs)
 
     def training_step(
         self, views: list[torch.Tensor], labels: torch.Tensor | None, step: int, total_steps: int

@@ -14,7 +14,7 @@ from torch import nn
 
 from divssl import losses
 from divssl.budget import cosine_increase
-from divssl.methods.base import Method, MethodConfig, OptimDefaults, StepOutput, register_method
+from divssl.methods.base import Method, MethodConfig, StepOutput, register_method
 from divssl.methods.ema import ema_update, make_momentum_copy
 from divssl.methods.heads import check_two_views, mlp
 
@@ -36,8 +36,6 @@ class BYOL(Method):
     name = "byol"
     Config = BYOLConfig
     augment_preset = "byol"
-    # solo-learn CIFAR: LARS, lr 1.0 per 256 images, wd 1e-5, 10/1000 epochs warm-up -> 0.01.
-    optim_defaults = OptimDefaults("lars", 1.0, 1e-5, 0.01)
 
     def __init__(
         self, backbone: nn.Module, feat_dim: int, cfg: BYOLConfig, num_classes: int | None = None

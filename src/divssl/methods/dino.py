@@ -6,9 +6,9 @@ sharpened with a temperature warmed up linearly from ``warmup_teacher_temp`` to 
 The head's last layer is frozen for the first steps (its gradients are dropped before the
 optimizer step, as DINO's ``cancel_gradients_last_layer``).
 
-Epoch-based settings of solo-learn's CIFAR preset (``scripts/pretrain/cifar/dino.yaml``, 1000
-epochs) become fractions of the run: teacher-temperature warm-up 50 epochs -> 0.05, last layer
-frozen for 1 epoch -> 0.001.
+Epoch-valued settings (teacher-temperature warm-up, last layer frozen) are in epochs, as in the
+references (solo-learn CIFAR: no warm-up, 1 frozen epoch; ImageNet-100: 50 epochs of warm-up) and
+become fractions of the run through ``Method.epochs_fraction`` (see ``schedule.units``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import nn
 
 from divssl import losses
 from divssl.budget import cosine_increase, frozen, linear_warmup_constant
-from divssl.methods.base import Method, MethodConfig, OptimDefaults, StepOutput, register_method
+from divssl.methods.base import Method, MethodConfig, StepOutput, register_method
 from divssl.methods.ema import ema_update, make_momentum_copy
 from divssl.methods.heads import DINOHead, forward_multicrop
 
@@ -36,13 +36,13 @@ class DINOConfig(MethodConfig):
     student_temp: float = Field(0.1, gt=0)  # student softmax temperature (paper)
     teacher_temp: float = Field(0.07, gt=0)  # teacher temperature after warm-up (solo-learn)
     warmup_teacher_temp: float = Field(0.04, gt=0)  # teacher temperature at step 0 (paper)
-    # fraction of steps of the linear teacher-temperature warm-up: 50 of 1000 solo-learn epochs
-    warmup_teacher_temp_fraction: float = Field(0.05, ge=0, le=1)
+    # epochs of linear teacher-temperature warm-up (solo-learn default 0; imagenet-100 yaml 50)
+    warmup_teacher_temp_epochs: float = Field(0.0, ge=0)
     center_momentum: float = Field(0.9, ge=0, le=1)  # EMA rate of the center (paper)
     base_tau: float = Field(0.9995, ge=0, le=1)  # teacher momentum at step 0 (solo-learn CIFAR)
     final_tau: float = Field(1.0, ge=0, le=1)  # teacher momentum at the last step (paper)
-    # fraction of steps with the last layer frozen: 1 of 1000 solo-learn epochs
-    freeze_last_layer_fraction: float = Field(0.001, ge=0, le=1)
+    # epochs with the last layer frozen (solo-learn and DINO default 1)
+    freeze_last_layer_epochs: float = Field(1.0, ge=0)
 
 
 @register_method
@@ -52,9 +52,6 @@ class DINO(Method):
     name = "dino"
     Config = DINOConfig
     augment_preset = "dino"
-    # solo-learn CIFAR: LARS, lr 0.3 per 256 images, wd 1e-6, 10/1000 epochs warm-up -> 0.01
-    # (the ViT recipe of the paper is AdamW 5e-4 with wd 0.04 -> 0.4: set optim.* for it).
-    optim_defaults = OptimDefaults("lars", 0.3, 1e-6, 0.01)
     supports_local_crops = True
 
     def __init__(
@@ -80,7 +77,11 @@ class DINO(Method):
         """Teacher temperature: linear warm-up, then constant."""
         c = self.cfg
         return linear_warmup_constant(
-            step, total_steps, c.warmup_teacher_temp, c.teacher_temp, c.warmup_teacher_temp_fraction
+            step,
+            total_steps,
+            c.warmup_teacher_temp,
+            c.teacher_temp,
+            self.epochs_fraction(c.warmup_teacher_temp_epochs),
         )
 
     def momentum(self, step: int, total_steps: int) -> float:
@@ -120,7 +121,7 @@ class DINO(Method):
 
     def on_before_optimizer_step(self, step: int, total_steps: int) -> None:
         """Drop the last layer's gradients while it is frozen (no update, no weight decay)."""
-        if frozen(step, total_steps, self.cfg.freeze_last_layer_fraction):
+        if frozen(step, total_steps, self.epochs_fraction(self.cfg.freeze_last_layer_epochs)):
             for p in self.head.last_layer.parameters():
                 p.grad = None
 

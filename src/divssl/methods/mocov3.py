@@ -2,8 +2,10 @@
 encoder (EMA backbone + projector), symmetric InfoNCE ``mocov3(q1, k2) + mocov3(q2, k1)``.
 
 Defaults follow solo-learn's CIFAR preset (``scripts/pretrain/cifar/mocov3.yaml``); the MLPs
-follow the paper and official code: bias-free Linear layers, BN after every layer, the
-projector's last BN without affine parameters.
+follow the official code (``moco/builder.py``) and solo-learn's ``_build_mlp``: bias-free Linear
+layers, BN after every layer, the projector's last BN without affine parameters; 2 projector layers
+and no last BN in the predictor for ResNets, 3 layers and a last BN for ViTs, whose patch
+embedding is frozen (``stop_grad_conv1``). Recipes pick these per backbone.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from torch import nn
 
 from divssl import losses
 from divssl.budget import cosine_increase
-from divssl.methods.base import Method, MethodConfig, OptimDefaults, StepOutput, register_method
+from divssl.methods.base import Method, MethodConfig, StepOutput, register_method
 from divssl.methods.ema import ema_update, make_momentum_copy
 from divssl.methods.heads import check_two_views, mlp
 
@@ -24,12 +26,13 @@ class MoCoV3Config(MethodConfig):
 
     proj_hidden_dim: int = Field(4096, ge=1)  # units; paper and solo-learn CIFAR
     proj_output_dim: int = Field(256, ge=1)  # units; paper and solo-learn CIFAR
-    # Linear layers of the projector: 3 in the paper (the official ResNet code and solo-learn use
-    # 2 for ResNets; set 2 to reproduce them).
-    proj_layers: int = Field(3, ge=1)
+    # Linear layers of the projector: 2 for ResNets, 3 for ViTs (moco/builder.py, solo-learn).
+    proj_layers: int = Field(2, ge=1)
     pred_hidden_dim: int = Field(4096, ge=1)  # units; paper and solo-learn CIFAR
     # Predictor's last BN: absent in the official ResNet code, present (affine=False) for ViTs.
     pred_last_bn: bool = False
+    # ViT: random, frozen patch embedding (moco-v3 vits.py stop_grad_conv1); ignored by CNNs.
+    freeze_patch_embed: bool = False
     temperature: float = Field(0.2, gt=0)  # softmax temperature; solo-learn CIFAR 0.2
     base_tau: float = Field(0.99, ge=0, le=1)  # EMA momentum at step 0 (solo-learn CIFAR)
     final_tau: float = Field(1.0, ge=0, le=1)  # EMA momentum at the last step (cosine ramp)
@@ -42,8 +45,6 @@ class MoCoV3(Method):
     name = "mocov3"
     Config = MoCoV3Config
     augment_preset = "byol"
-    # solo-learn CIFAR: LARS, lr 0.3 per 256 images, wd 1e-6, 10/1000 epochs warm-up -> 0.01.
-    optim_defaults = OptimDefaults("lars", 0.3, 1e-6, 0.01)
 
     def __init__(
         self, backbone: nn.Module, feat_dim: int, cfg: MoCoV3Config, num_classes: int | None = None
@@ -68,6 +69,8 @@ class MoCoV3(Method):
             bn_last_affine=False,
             bias=False,
         )
+        if cfg.freeze_patch_embed:
+            freeze_patch_embedding(backbone)
         self.momentum_backbone = make_momentum_copy(backbone)
         self.momentum_projector = make_momentum_copy(self.projector)
 
@@ -100,3 +103,21 @@ class MoCoV3(Method):
         m = self.momentum(step, total_steps)
         ema_update(self.momentum_backbone, self.backbone, m)
         ema_update(self.momentum_projector, self.projector, m)
+
+
+def freeze_patch_embedding(backbone: nn.Module) -> int:
+    """Freeze a ViT's patch projection at its random init (MoCo v3's ``stop_grad_conv1``).
+
+    Args:
+        backbone: a timm ViT (has ``patch_embed.proj``); other backbones are left alone.
+
+    Returns:
+        The number of parameter tensors frozen (0 for backbones without a patch embedding).
+    """
+    patch = getattr(getattr(backbone, "patch_embed", None), "proj", None)
+    if patch is None:
+        return 0
+    params = list(patch.parameters())
+    for p in params:
+        p.requires_grad_(False)
+    return len(params)

@@ -1,7 +1,9 @@
 """SimCLR (Chen et al., 2020): projector + NT-Xent between the two views of each image.
 
-Defaults follow solo-learn's CIFAR preset (``scripts/pretrain/cifar/simclr.yaml``). Both views go
-through the backbone in one batch, as in SimCLR's own code (BatchNorm sees 2B rows).
+Defaults follow solo-learn's CIFAR preset (``scripts/pretrain/cifar/simclr.yaml``; the projector of
+``solo/methods/simclr.py`` is Linear-ReLU-Linear without BatchNorm); every run takes its values
+from its recipe (``divssl recipes --method simclr``). Both views go through the backbone in one
+batch, as in SimCLR's own code (BatchNorm sees 2B rows).
 """
 
 from __future__ import annotations
@@ -11,13 +13,7 @@ from pydantic import Field
 from torch import nn
 
 from divssl import losses
-from divssl.methods.base import (
-    Method,
-    MethodConfig,
-    OptimDefaults,
-    StepOutput,
-    register_method,
-)
+from divssl.methods.base import Method, MethodConfig, StepOutput, register_method
 from divssl.methods.heads import check_two_views, forward_multicrop, mlp
 
 
@@ -26,7 +22,9 @@ class SimCLRConfig(MethodConfig):
 
     proj_hidden_dim: int = Field(2048, ge=1)  # units; solo-learn CIFAR projector hidden width
     proj_output_dim: int = Field(256, ge=1)  # units; solo-learn CIFAR embedding width z
-    proj_layers: int = Field(2, ge=1)  # Linear layers; SimCLR v1 Linear-BN-ReLU-Linear
+    proj_layers: int = Field(2, ge=1)  # Linear layers (solo-learn: Linear-ReLU-Linear)
+    proj_use_bn: bool = False  # BN after hidden layers (solo-learn: none; SimCLR v1 repo: yes)
+    proj_last_bn: bool = False  # BN after the last layer (SimCLR v1 repo: yes)
     temperature: float = Field(0.2, gt=0)  # softmax temperature; solo-learn CIFAR 0.2
 
 
@@ -37,16 +35,20 @@ class SimCLR(Method):
     name = "simclr"
     Config = SimCLRConfig
     augment_preset = "simclr"
-    # solo-learn CIFAR: LARS, lr 0.4 per 256 images, wd 1e-4 (the yaml's value), 10/1000 epochs
-    # of warm-up -> 0.01 of the steps.
-    optim_defaults = OptimDefaults("lars", 0.4, 1e-4, 0.01)
 
     def __init__(
         self, backbone: nn.Module, feat_dim: int, cfg: SimCLRConfig, num_classes: int | None = None
     ) -> None:
         super().__init__(backbone, feat_dim, cfg, num_classes)
         self.cfg: SimCLRConfig = cfg
-        self.projector = mlp(feat_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, cfg.proj_layers)
+        self.projector = mlp(
+            feat_dim,
+            cfg.proj_hidden_dim,
+            cfg.proj_output_dim,
+            cfg.proj_layers,
+            bn_last=cfg.proj_last_bn,
+            use_bn=cfg.proj_use_bn,
+        )
 
     def training_step(
         self, views: list[torch.Tensor], labels: torch.Tensor | None, step: int, total_steps: int

@@ -1,7 +1,8 @@
 """Supervised baseline: a linear classifier on the backbone, cross-entropy on one view.
 
-Defaults follow the standard CIFAR recipe: SGD with momentum 0.9 (``optim.momentum``), lr 0.1 per
-256 images, weight decay 5e-4, cosine schedule without warm-up.
+solo-learn has no supervised pretraining config; the recipes take the standard references
+(``kuangliu/pytorch-cifar`` for CIFAR: SGD, weight decay 5e-4; ``pytorch/vision``
+``references/classification`` for ImageNet: weight decay 1e-4), see ``divssl recipes``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pydantic import Field
 from torch import nn
 
 from divssl.errors import ConfigError
-from divssl.methods.base import Method, MethodConfig, OptimDefaults, StepOutput, register_method
+from divssl.methods.base import Method, MethodConfig, StepOutput, register_method
 
 
 class SupervisedConfig(MethodConfig):
@@ -28,8 +29,7 @@ class Supervised(Method):
     name = "supervised"
     Config = SupervisedConfig
     augment_preset = "supervised"
-    # SGD (momentum 0.9 from optim.momentum), lr 0.1 per 256 images, wd 5e-4, no warm-up.
-    optim_defaults = OptimDefaults("sgd", 0.1, 5e-4, 0.0)
+    n_global_views = 1
     needs_labels = True
 
     def __init__(

@@ -6,9 +6,9 @@ global crops (Sinkhorn-Knopp, optionally over a queue of past features of the sa
 other crop predicts each code, and the loss averages over the (code, crop) pairs. Prototypes are
 frozen (gradients dropped) during the first steps.
 
-Epoch-based settings of solo-learn's CIFAR preset (``scripts/pretrain/cifar/swav.yaml``, 1000
-epochs) become fractions of the run: queue start at epoch 50 -> 0.05, prototypes frozen for 2
-epochs -> 0.002. The queue is filled from the first step (solo-learn) and, as in SwAV, used only
+Epoch-valued settings of the references (solo-learn CIFAR: queue start at epoch 50, prototypes
+frozen for 2 epochs) become fractions of the run through ``Method.epochs_fraction`` (see
+``schedule.units``). The queue is filled from the first step (solo-learn) and, as in SwAV, used only
 once it is full.
 """
 
@@ -22,7 +22,7 @@ from torch import nn
 from divssl import distributed as dist
 from divssl import losses
 from divssl.budget import frozen
-from divssl.methods.base import Method, MethodConfig, OptimDefaults, StepOutput, register_method
+from divssl.methods.base import Method, MethodConfig, StepOutput, register_method
 from divssl.methods.heads import Prototypes, forward_multicrop, mlp
 
 
@@ -38,8 +38,8 @@ class SwAVConfig(MethodConfig):
     # Queue length in features per global crop over all ranks (each rank keeps
     # queue_size // world_size); solo-learn CIFAR 3840 (15 batches of 256); 0 disables it.
     queue_size: int = Field(3840, ge=0)
-    queue_start_fraction: float = Field(0.05, ge=0, le=1)  # 50 of 1000 solo-learn epochs
-    freeze_prototypes_fraction: float = Field(0.002, ge=0, le=1)  # 2 of 1000 solo-learn epochs
+    queue_start_epochs: float = Field(50.0, ge=0)  # solo-learn CIFAR epoch_queue_starts
+    freeze_prototypes_epochs: float = Field(2.0, ge=0)  # solo-learn CIFAR
 
 
 @register_method
@@ -49,8 +49,6 @@ class SwAV(Method):
     name = "swav"
     Config = SwAVConfig
     augment_preset = "swav"
-    # solo-learn CIFAR: LARS, lr 0.6 per 256 images, wd 1e-6, 10/1000 epochs warm-up -> 0.01.
-    optim_defaults = OptimDefaults("lars", 0.6, 1e-6, 0.01)
     supports_local_crops = True
 
     def __init__(
@@ -68,7 +66,9 @@ class SwAV(Method):
     def queue_active(self, step: int, total_steps: int) -> bool:
         """Whether the queue feeds Sinkhorn-Knopp: enabled, past its start, and full."""
         capacity = self.queue.shape[1]
-        if capacity == 0 or frozen(step, total_steps, self.cfg.queue_start_fraction):
+        if capacity == 0 or frozen(
+            step, total_steps, self.epochs_fraction(self.cfg.queue_start_epochs)
+        ):
             return False
         return int(self.queue_filled) >= capacity
 
@@ -175,6 +175,6 @@ class SwAV(Method):
 
     def on_before_optimizer_step(self, step: int, total_steps: int) -> None:
         """Drop the prototypes' gradients while frozen (no update, no weight decay)."""
-        if frozen(step, total_steps, self.cfg.freeze_prototypes_fraction):
+        if frozen(step, total_steps, self.epochs_fraction(self.cfg.freeze_prototypes_epochs)):
             for p in self.prototypes.parameters():
                 p.grad = None

@@ -12,7 +12,7 @@ from pydantic import Field
 from torch import nn
 
 from divssl import losses
-from divssl.methods.base import Method, MethodConfig, OptimDefaults, StepOutput, register_method
+from divssl.methods.base import Method, MethodConfig, StepOutput, register_method
 from divssl.methods.heads import check_two_views, mlp
 
 
@@ -25,6 +25,8 @@ class VICRegConfig(MethodConfig):
     sim_coeff: float = Field(25.0, ge=0)  # lambda, invariance weight (paper)
     std_coeff: float = Field(25.0, ge=0)  # mu, variance weight (paper)
     cov_coeff: float = Field(1.0, ge=0)  # nu, covariance weight (paper)
+    # main_vicreg.py divides the variance term by 2; the paper and solo-learn do not
+    variance_halved: bool = False
 
 
 @register_method
@@ -33,9 +35,7 @@ class VICReg(Method):
 
     name = "vicreg"
     Config = VICRegConfig
-    augment_preset = "byol"
-    # solo-learn CIFAR: LARS, lr 0.3 per 256 images, wd 1e-4, 10/1000 epochs warm-up -> 0.01.
-    optim_defaults = OptimDefaults("lars", 0.3, 1e-4, 0.01)
+    augment_preset = "vicreg"
 
     def __init__(
         self, backbone: nn.Module, feat_dim: int, cfg: VICRegConfig, num_classes: int | None = None
@@ -58,5 +58,7 @@ class VICReg(Method):
         check_two_views(views, self.name)
         z_a, z_b = (self.projector(self.backbone(v)) for v in views)
         c = self.cfg
-        loss = losses.vicreg(z_a, z_b, c.sim_coeff, c.std_coeff, c.cov_coeff)
+        loss = losses.vicreg(
+            z_a, z_b, c.sim_coeff, c.std_coeff, c.cov_coeff, variance_halved=c.variance_halved
+        )
         return StepOutput(loss)

@@ -573,17 +573,13 @@ class _Resolver:
 
 def model_settings(cfg: Config) -> dict[str, Any]:
     """What determines a run's per-image cost: model, views and method settings."""
-    from divssl.methods import get_method
-
-    method_cls = get_method(cfg.method)
     return {
         "method": cfg.method,
         "backbone": cfg.backbone,
         "image_size": cfg.image_size,
         "cifar_stem": cfg.cifar_stem,
-        "preset": cfg.augment.preset or method_cls.augment_preset,
-        "n_local_crops": cfg.augment.n_local_crops,
-        "local_size": cfg.augment.local_size,
+        "recipe": cfg.recipe,
+        "augment": cfg.augment.model_dump(mode="json"),
         "method_args": cfg.method_args,
         "channels_last": cfg.channels_last,
     }
@@ -602,16 +598,9 @@ def build_method(cfg: Config, num_classes: int | None, device: torch.device) -> 
 
 
 def _preset(cfg: Config) -> Any:
-    from divssl.augment import get_preset
-    from divssl.methods import get_method
+    from divssl.augment import preset_from_config
 
-    name = cfg.augment.preset or get_method(cfg.method).augment_preset
-    return get_preset(
-        name,
-        cfg.image_size,
-        n_local_crops=cfg.augment.n_local_crops,
-        local_size=cfg.augment.local_size,
-    )
+    return preset_from_config(cfg)
 
 
 _FLOPS_CACHE: dict[str, float] = {}  # per process: presets share their big models
@@ -872,14 +861,17 @@ def measure_throughput(
         Images per second (batch / median step time) and the timed step seconds.
     """
     from divssl.augment import make_views
+    from divssl.config import resolve_config
     from divssl.train import _autocast_dtype, _optim_settings, build_optimizer
+
+    cfg = resolve_config(cfg)  # idempotent: a Config built in Python gets its recipe values
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
         method = build_method(cfg, num_classes or 10, device)
         if cfg.channels_last:
             method = method.to(memory_format=torch.channels_last)
-        opt = build_optimizer(method, cfg, _optim_settings(cfg, type(method).optim_defaults))
+        opt = build_optimizer(method, cfg, _optim_settings(cfg, method))
         preset = _preset(cfg)
         amp = _autocast_dtype(cfg, device)
         gen = torch.Generator(device=device).manual_seed(0)
@@ -1000,7 +992,7 @@ def plan_table(plan: Plan) -> Any:
     axes = varying_axes(plan)
     measured = any(m.images_per_second for m in plan.models.values())
     table = Table(title=f"study {plan.study.name}: {len(plan.runs)} runs -> {plan.study_dir}")
-    for col in ("#", "run", "method", "backbone", *axes):
+    for col in ("#", "run", "method", "recipe", "backbone", *axes):
         table.add_column(col)
     for col in ("C", "N", "E", "D", "steps", "GFLOP/img"):
         table.add_column(col, justify="right")
@@ -1011,6 +1003,7 @@ def plan_table(plan: Plan) -> Any:
             str(i),
             run.id,
             run.config["method"],
+            run.config.get("recipe", ""),
             run.config["backbone"],
             *[
                 run.normalization if a == "normalization" else str(run.factors.get(a, ""))
