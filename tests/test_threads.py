@@ -96,3 +96,36 @@ def test_auto_share_follows_concurrent_workers(monkeypatch) -> None:
     monkeypatch.setenv(th.WORKERS_ENV, "4")
     policy = th.ThreadPolicy("auto", torch.device("meta"))  # off the CPU: the share, no probing
     assert policy.start() == 2 and policy.share == 2
+
+
+def test_blas_threads_limits_numpy_blas_in_the_block() -> None:
+    from threadpoolctl import threadpool_info
+
+    def blas_counts() -> list[int]:
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas_counts()
+    with th.blas_threads(1):
+        assert blas_counts() and all(n == 1 for n in blas_counts())
+    assert blas_counts() == before
+
+
+def test_free_threads_reads_load_since_previous_call(monkeypatch) -> None:
+    samples = iter(
+        [
+            th.CpuSample(0.0, 0.0, 0.0),
+            th.CpuSample(0.1, 0.1, 0.0),  # fresh 0.1 s reading: 1 core of others
+            th.CpuSample(2.0, 0.1 + 1.9 * 0.1, 0.0),  # since then: 0.1 core of others
+            th.CpuSample(2.01, 0.0, 0.0),  # 10 ms later: the previous answer is reused
+        ]
+    )
+    monkeypatch.setattr(th, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(th, "sample_cpu", lambda: next(samples))
+    monkeypatch.setattr(th.time, "sleep", lambda s: None)
+    monkeypatch.setattr(th, "_LAST_SAMPLE", [])
+    monkeypatch.setattr(th, "_LAST_THREADS", [])
+    monkeypatch.delenv(th.WORKERS_ENV, raising=False)
+    assert th.free_threads() == 1
+    assert th.free_threads() == 2
+    assert th.free_threads() == 2
+    assert th.free_threads(share=1) == 1  # a share of one needs no reading

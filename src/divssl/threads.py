@@ -162,6 +162,48 @@ def free_core_threads(share: int, others: float, cores: int) -> int:
     return max(1, min(share, free))
 
 
+_LAST_SAMPLE: list[CpuSample] = []  # the previous free-core reading of :func:`free_threads`
+_LAST_THREADS: list[int] = []
+
+
+def free_threads(share: int | None = None, min_window: float = 0.05) -> int:
+    """Threads for a heavy dense phase starting now (FID's eigen-decompositions, covariances):
+    the worker's share capped by the cores other processes left free since the previous call
+    (a fresh 0.1 s reading when there is none, or when it is older than
+    :data:`RECHECK_SECONDS`; the previous answer when it is younger than ``min_window``)."""
+    cores = cpu_cores()
+    share = worker_share(concurrent_workers(), cores) if share is None else share
+    if share <= 1:
+        return 1
+    now = sample_cpu()
+    if now is None:
+        return share
+    last = _LAST_SAMPLE[0] if _LAST_SAMPLE else None
+    if last is not None and now.wall - last.wall < min_window and _LAST_THREADS:
+        return min(share, _LAST_THREADS[0])
+    if last is None or now.wall - last.wall > RECHECK_SECONDS:
+        time.sleep(0.1)
+        last, now = now, sample_cpu() or now
+    threads = free_core_threads(share, others_busy_cores(last, now), cores)
+    _LAST_SAMPLE[:] = [now]
+    _LAST_THREADS[:] = [threads]
+    return threads
+
+
+@contextmanager
+def blas_threads(threads: int) -> Iterator[None]:
+    """Limit NumPy/SciPy's BLAS and LAPACK pools (OpenBLAS, MKL, BLIS) to ``threads`` in a block.
+
+    Their pools suffer the same barrier stalls as torch's when another process holds a core
+    (measured under load: ``eigh`` of a 1024 x 1024 covariance 1.6 s on one thread, 5-16 s on
+    two), so dense phases run with :func:`free_threads` threads.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=max(1, threads), user_api="blas"):
+        yield
+
+
 @dataclass
 class ThreadPolicy:
     """Training-phase intra-op threads: explicit, or ``auto`` and adapted to the machine's load.

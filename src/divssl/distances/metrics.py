@@ -24,6 +24,8 @@ import numpy as np
 import scipy.linalg
 import scipy.stats
 
+from divssl.threads import blas_threads, free_threads
+
 # Eigenvalues of a covariance (or of sqrt(S1) S2 sqrt(S1)) below -_PSD_TOL * (largest eigenvalue)
 # mean the input is not a covariance; smaller negative ones are float64 round-off and count as 0.
 _PSD_TOL = 1e-6
@@ -111,8 +113,9 @@ def frechet_distance(
     if mu1.shape != mu2.shape:
         raise ValueError(f"feature widths differ: {mu1.shape[0]} vs {mu2.shape[0]}")
     diff = mu1 - mu2
-    _psd_eigvalsh(sigma2, "second covariance")
-    tr_covmean = _trace_sqrt_product(sigma1, sigma2)
+    with blas_threads(free_threads()):  # LAPACK pools stall beside busy processes
+        _psd_eigvalsh(sigma2, "second covariance")
+        tr_covmean = _trace_sqrt_product(sigma1, sigma2)
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
 
 
@@ -141,7 +144,8 @@ def gaussian_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     centred = feats - mean  # a new array: the caller's features are never modified
     # One BLAS call: DSYRK computes the upper triangle of centred^T centred (half a GEMM's
     # FLOPs); centred.T is a Fortran-ordered view, so no copy is made.
-    upper = scipy.linalg.blas.dsyrk(1.0 / (len(feats) - 1), centred.T, lower=0)
+    with blas_threads(free_threads()):
+        upper = scipy.linalg.blas.dsyrk(1.0 / (len(feats) - 1), centred.T, lower=0)
     cov = np.triu(upper) + np.triu(upper, 1).T
     return mean, cov
 
