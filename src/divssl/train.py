@@ -144,10 +144,7 @@ def prepare(cfg: Config) -> tuple[Prepared, dict[str, Any] | None]:
             check_ordering(ordering, raw_pool)
         else:
             ordering = make_ordering(raw_pool, seed=cfg.subset.seed, balanced=cfg.subset.balanced)
-        pool, stats = load_array_pool(
-            raw_pool, _source_size(cfg), cache=cfg.data.cache, workers=cfg.data.workers
-        )
-        corrupt = list(stats.corrupt)
+        pool, corrupt = _decode_pool(cfg, raw_pool)
         subset = _decoded_subset(ordering, pool, n)
         record = {
             "kind": "permutation",
@@ -179,6 +176,19 @@ def prepare(cfg: Config) -> tuple[Prepared, dict[str, Any] | None]:
         num_classes,
     )
     return prepared, composition
+
+
+def _decode_pool(cfg: Config, raw_pool: Pool) -> tuple[Pool, list[str]]:
+    """Decode a random-access pool once: JPEG files in batches on the GPU when training on CUDA
+    (``divssl.data.gpu_decode``; in-memory cache only), else the CPU decoding pass."""
+    if _device(cfg).type == "cuda" and cfg.data.cache == "memory" and hasattr(raw_pool, "path"):
+        from divssl.data.gpu_decode import load_file_pool
+
+        return load_file_pool(raw_pool, _source_size(cfg), _device(cfg))
+    pool, stats = load_array_pool(
+        raw_pool, _source_size(cfg), cache=cfg.data.cache, workers=cfg.data.workers
+    )
+    return pool, list(stats.corrupt)
 
 
 def _source_size(cfg: Config) -> int:
