@@ -106,7 +106,7 @@ class Config(_Section):
     tracking: Literal["none", "tensorboard", "mlflow"] = "tensorboard"
     mlflow_uri: str | None = None  # tracking store; default sqlite:///<run dir>/../mlflow.db
     threads: int | str = "auto"  # training intra-op threads: auto | N >= 1 (see divssl.threads)
-    compile: bool = False  # torch.compile the model step (forward + loss)
+    compile: bool = False  # torch.compile the backbone (the step's FLOPs), in place
     peak_flops: float | None = None  # device peak FLOP/s for MFU (None: known-GPU table)
 
     def seed_for(self, kind: Literal["init", "order", "augment"]) -> int:

@@ -622,7 +622,10 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
             broadcast_buffers=False,
         )
     if cfg.compile:
-        train_module.compile()  # in place: state_dict keys and checkpoints stay unchanged
+        # The backbone holds the step's FLOPs and takes only the views, so it compiles once; the
+        # method's step takes Python ints (step, total) and schedules, which would recompile.
+        # In place: state_dict keys, checkpoints and backbone.pt stay unchanged.
+        method.backbone.compile()
     logger = _Logger(run_dir, is_main, cfg.tracking in ("tensorboard", "mlflow"))
     amp_dtype = _autocast_dtype(cfg, device)
     status = "running"
