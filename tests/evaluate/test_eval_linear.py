@@ -110,7 +110,7 @@ def test_each_weight_decay_converges_to_sklearns_weights(wd: float) -> None:
     np.testing.assert_allclose(heads.bias[i].numpy(), clf.intercept_, atol=1e-3, rtol=0)
     rec = info.per_setting[i]
     assert rec["weight_decay"] == wd and rec["converged"]
-    assert rec["grad_max"] <= rec["tolerance"] == pytest.approx(max(1e-5 * wd, 1e-12))
+    assert rec["grad_max"] <= rec["tolerance"] == pytest.approx(max(1e-4 * wd, 1e-9))
     assert [r["weight_decay"] for r in info.per_setting] == wds  # records in the given order
     assert info.iterations == sum(r["iterations"] for r in info.per_setting)
 
