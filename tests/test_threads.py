@@ -52,11 +52,14 @@ def test_single_thread_restores_and_skips_non_cpu() -> None:
         assert torch.get_num_threads() == 2
 
 
-def test_explicit_setting_is_applied_and_never_adapted() -> None:
+def test_explicit_setting_is_applied_never_adapted_and_restored() -> None:
+    torch.set_num_threads(2)
     policy = th.ThreadPolicy(1, torch.device("cpu"))
     assert policy.start() == 1 and torch.get_num_threads() == 1
     assert policy.maybe_adapt() == 1
     assert policy.record() == {"setting": 1, "share": 1, "used": [1], "final": 1}
+    policy.restore()
+    assert torch.get_num_threads() == 2
 
 
 def test_auto_policy_drops_to_free_cores_and_comes_back(monkeypatch) -> None:

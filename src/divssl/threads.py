@@ -223,9 +223,11 @@ class ThreadPolicy:
     share: int = 0
     history: list[int] = field(default_factory=list)
     _last: CpuSample | None = None
+    _saved: int = 0
 
     def start(self) -> int:
-        """Decide and apply the first thread count; returns it."""
+        """Decide and apply the first thread count; returns it (:meth:`restore` undoes it)."""
+        self._saved = torch.get_num_threads()
         if self.setting != "auto":
             self.share = int(self.setting)
             self._apply(self.share)
@@ -274,6 +276,11 @@ class ThreadPolicy:
         self.threads = threads
         self.history.append(threads)
         torch.set_num_threads(threads)
+
+    def restore(self) -> None:
+        """Give the process back the thread count it had before :meth:`start`."""
+        if self._saved:
+            torch.set_num_threads(self._saved)
 
     def record(self) -> dict[str, object]:
         """What ``summary.json`` records: setting, share and the thread counts used."""

@@ -763,6 +763,7 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
     finally:
         progress.close()
         logger.close()
+        threads.restore()  # later phases of this process (evaluation) decide their own
     if prep.stream_loader is not None:
         summary_base["corrupt_images"] = prep.stream_loader.corrupt_count
     if dist.is_dist():
