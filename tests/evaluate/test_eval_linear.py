@@ -125,6 +125,11 @@ def test_solves_run_down_the_regularisation_path_warm_started() -> None:
     assert path.per_setting[0]["iterations"] < cold.per_setting[0]["iterations"]
     with pytest.raises(ConfigError, match="weight_decays"):
         fit_lbfgs(xs, y, 3, [0.0])
+    # Started at the optimum, a solve stops at once with the same weights.
+    heads, _ = fit_lbfgs(xs, y, 3, [1e-2])
+    again, info = fit_lbfgs(xs, y, 3, [1e-2], init=(heads.weight[0].numpy(), heads.bias[0].numpy()))
+    assert info.iterations <= 2 and info.converged
+    np.testing.assert_allclose(again.weight[0].numpy(), heads.weight[0].numpy(), atol=1e-6)
 
 
 def test_probe_chooses_on_val_and_refit_matches_sklearn() -> None:
