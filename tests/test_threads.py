@@ -25,6 +25,7 @@ def test_worker_share_and_env() -> None:
     assert th.concurrent_workers({th.WORKERS_ENV: "3"}) == 3
     assert th.concurrent_workers({}) == 1
     assert th.concurrent_workers({th.WORKERS_ENV: "x"}) == 1
+    assert th.concurrent_workers({th.WORKERS_ENV: "2", "LOCAL_WORLD_SIZE": "2"}) == 4
 
 
 def test_others_busy_cores_subtracts_our_own_time() -> None:
@@ -78,6 +79,7 @@ def test_auto_policy_drops_to_free_cores_and_comes_back(monkeypatch) -> None:
     monkeypatch.setattr(th.time, "perf_counter", lambda: clock["wall"])
     monkeypatch.setattr(th.time, "sleep", lambda s: advance(s, others=1.0, own=0.0))
     monkeypatch.delenv(th.WORKERS_ENV, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     policy = th.ThreadPolicy("auto", torch.device("cpu"))
     assert policy.start() == 1  # one busy process on two cores: one thread
     assert policy.share == 2
@@ -97,6 +99,7 @@ def test_auto_policy_drops_to_free_cores_and_comes_back(monkeypatch) -> None:
 def test_auto_share_follows_concurrent_workers(monkeypatch) -> None:
     monkeypatch.setattr(th, "cpu_cores", lambda: 8)
     monkeypatch.setenv(th.WORKERS_ENV, "4")
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     policy = th.ThreadPolicy("auto", torch.device("meta"))  # off the CPU: the share, no probing
     assert policy.start() == 2 and policy.share == 2
 
@@ -128,6 +131,7 @@ def test_free_threads_reads_load_since_previous_call(monkeypatch) -> None:
     monkeypatch.setattr(th, "_LAST_SAMPLE", [])
     monkeypatch.setattr(th, "_LAST_THREADS", [])
     monkeypatch.delenv(th.WORKERS_ENV, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert th.free_threads() == 1
     assert th.free_threads() == 2
     assert th.free_threads() == 2

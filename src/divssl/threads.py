@@ -58,14 +58,18 @@ def cpu_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def concurrent_workers(environ: Mapping[str, str] | None = None) -> int:
-    """Worker processes sharing the cores (``DIVSSL_CONCURRENT_WORKERS``; 1 when unset)."""
-    env = os.environ if environ is None else environ
-    raw = env.get(WORKERS_ENV, "")
+def _positive_int(raw: str | None) -> int:
     try:
-        return max(1, int(raw))
+        return max(1, int(raw or ""))
     except ValueError:
         return 1
+
+
+def concurrent_workers(environ: Mapping[str, str] | None = None) -> int:
+    """Processes sharing the cores: study workers (``DIVSSL_CONCURRENT_WORKERS``) times the DDP
+    ranks of this worker on this node (torchrun's ``LOCAL_WORLD_SIZE``); 1 when neither is set."""
+    env = os.environ if environ is None else environ
+    return _positive_int(env.get(WORKERS_ENV)) * _positive_int(env.get("LOCAL_WORLD_SIZE"))
 
 
 def worker_share(workers: int, cores: int | None = None) -> int:
