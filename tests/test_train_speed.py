@@ -123,3 +123,20 @@ def test_compiled_step_runs_and_matches_eager_loss(tmp_path) -> None:
     assert sc["images_seen"] == se["images_seen"] == 192
     # Same init, views and data: the compiled step computes the same loss up to kernel fusion.
     assert sc["final_loss"] == pytest.approx(se["final_loss"], rel=1e-3)
+
+
+def test_peak_flops_table_and_override(monkeypatch) -> None:
+    from divssl import train
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert train.peak_flops(cpu, "fp32", None) is None
+    assert train.peak_flops(cpu, "fp32", 2.5e12) == 2.5e12
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "NVIDIA H200")
+    assert train.peak_flops(gpu, "bf16", None) == 989e12
+    assert train.peak_flops(gpu, "fp32", None) == 67e12
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "NVIDIA A100-SXM4-80GB")
+    assert train.peak_flops(gpu, "bf16", None) == 312e12
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Tesla V100-SXM2-16GB")
+    assert train.peak_flops(gpu, "bf16", None) is None  # no bf16 on V100: MFU stays null
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Some Future GPU")
+    assert train.peak_flops(gpu, "bf16", None) is None

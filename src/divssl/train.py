@@ -382,16 +382,15 @@ def count_flops_per_image(
     return counter.get_total_flops() / b
 
 
-# Dense peak FLOP/s per device and precision, from the vendors' datasheets (no sparsity):
-# NVIDIA A100 (SXM), H100 (SXM), H200 (SXM, same tensor cores as H100 SXM), L4, A10G, V100 (SXM2).
-# fp32 = plain FP32 CUDA cores (torch leaves TF32 off for matmuls by default).
+# Dense peak FLOP/s per device and precision (no sparsity), from NVIDIA's datasheets; fp32 = plain
+# FP32 CUDA cores (torch leaves TF32 off for matmuls by default). Matched by substring of
+# torch.cuda.get_device_name; PCIe/NVL variants have lower peaks: give `peak_flops` for those.
 PEAK_FLOPS: dict[str, dict[str, float]] = {
-    "H200": {"bf16": 989e12, "fp32": 67e12},
-    "H100": {"bf16": 989e12, "fp32": 67e12},
-    "A100": {"bf16": 312e12, "fp32": 19.5e12},
-    "L4": {"bf16": 121e12, "fp32": 30.3e12},
-    "A10G": {"bf16": 70e12, "fp32": 31.2e12},
-    "V100": {"fp32": 15.7e12},
+    "H200": {"bf16": 989e12, "fp32": 67e12},  # H200 SXM datasheet (same as H100 SXM)
+    "H100": {"bf16": 989e12, "fp32": 67e12},  # H100 SXM datasheet: BF16 1,979 sparse / 2
+    "A100": {"bf16": 312e12, "fp32": 19.5e12},  # A100 datasheet (SXM and PCIe)
+    "L4": {"bf16": 121e12, "fp32": 30.3e12},  # L4 datasheet: BF16 242 sparse / 2
+    "V100": {"fp32": 15.7e12},  # V100 SXM2 datasheet (no bf16)
 }
 
 
