@@ -2,8 +2,9 @@
 
 Sections:
 
-1. metrics at the paper's scale (50,000 x 2048 features per side): FID (covariances + sqrtm),
-   KID (100 subsets of 1,000), VisualDNA (1,000 bins per neuron);
+1. metrics at the paper's scale (50,000 x 2048 features per side): FID (covariances + eigh),
+   beside pytorch-fid's formula (np.cov + sqrtm) with the relative difference of the values,
+   KID (100 subsets of 1,000), VisualDNA (1,000 bins per neuron) (``--skip kid-vdna``: FID only);
 2. feature extraction throughput (images/s) of small backbones on CPU;
 3. FID / KID / VisualDNA between world pools with growing domain ``shift`` (0, 0.5, 1, 2), using a
    run's backbone as extractor (``--run DIR``) or a randomly initialised ``convnet_tiny``. The
@@ -44,16 +45,62 @@ def timed(fn: Callable[[], Any], repeats: int = 1) -> tuple[float, Any]:
     return statistics.median(times), result
 
 
-def bench_metrics(n: int, dim: int, subsets: int, subset_size: int, bins: int) -> dict:
-    """Time each metric on two (n, dim) Gaussian feature sets (float32, like cached features)."""
+def reference_frechet(mu1, sigma1, mu2, sigma2) -> float:
+    """pytorch-fid's ``calculate_frechet_distance`` formula (``sqrtm`` of the product, eps
+    offset when not finite, real part): the reference divssl's FID is compared with."""
+    import scipy.linalg
+
+    diff = mu1 - mu2
+    covmean = scipy.linalg.sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * 1e-6
+        covmean = scipy.linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def bench_fid(a: np.ndarray, b: np.ndarray, reference: bool) -> dict[str, Any]:
+    """FID time after features: divssl's statistics (one DSYRK each) and eigh-based distance;
+    with ``reference``, pytorch-fid's path (``np.cov`` + ``sqrtm``) on the same features, and the
+    relative difference of the two values."""
+    t_stats, (stats_a, stats_b) = timed(lambda: (gaussian_stats(a), gaussian_stats(b)))
+    t_fd, value = timed(lambda: frechet_distance(*stats_a, *stats_b))
+    out: dict[str, Any] = {
+        "value": value, "stats_s": t_stats, "distance_s": t_fd, "total_s": t_stats + t_fd,
+    }  # fmt: skip
+    if reference:
+
+        def np_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            x64 = x.astype(np.float64)
+            return x64.mean(0), np.cov(x64, rowvar=False)
+
+        t_ref_stats, (ref_a, ref_b) = timed(lambda: (np_stats(a), np_stats(b)))
+        t_ref_fd, ref_value = timed(lambda: reference_frechet(*ref_a, *ref_b))
+        out["pytorch_fid_formula"] = {
+            "value": ref_value,
+            "stats_s": t_ref_stats,
+            "sqrtm_s": t_ref_fd,
+            "total_s": t_ref_stats + t_ref_fd,
+        }
+        out["relative_difference"] = abs(value - ref_value) / abs(ref_value)
+        same_stats = frechet_distance(*ref_a, *ref_b)
+        out["relative_difference_same_stats"] = abs(same_stats - ref_value) / abs(ref_value)
+    return out
+
+
+def bench_metrics(
+    n: int, dim: int, subsets: int, subset_size: int, bins: int, skip_others: bool = False
+) -> dict:
+    """Time each metric on two (n, dim) Gaussian feature sets (float32, like cached features);
+    ``skip_others`` times FID only."""
     rng = np.random.default_rng(0)
     mix = rng.normal(size=(dim, dim)).astype(np.float32) / np.sqrt(dim)
     a = rng.standard_normal((n, dim), dtype=np.float32) @ mix
     b = rng.standard_normal((n, dim), dtype=np.float32) @ mix + 0.1
     out: dict[str, Any] = {"n": n, "dim": dim}
-    t_stats, (stats_a, stats_b) = timed(lambda: (gaussian_stats(a), gaussian_stats(b)))
-    t_fd, value = timed(lambda: frechet_distance(*stats_a, *stats_b))
-    out["fid"] = {"value": value, "stats_s": t_stats, "sqrtm_s": t_fd, "total_s": t_stats + t_fd}
+    out["fid"] = bench_fid(a, b, reference=True)
+    if skip_others:
+        return out
     t_kid, res = timed(lambda: kid(a, b, subsets, subset_size))
     out["kid"] = {"value": res.mean, "std": res.std, "seconds": t_kid, "subsets": subsets}
     t_vdna, vres = timed(lambda: vdna({"layer": a}, {"layer": b}, bins))
@@ -153,8 +200,9 @@ def main() -> None:
         os.environ["DIVSSL_CACHE"] = str(tmp / "cache")  # measure extraction, not cache hits
         if "metrics" not in skip:
             results["metrics"] = bench_metrics(
-                args.n, args.dim, args.kid_subsets, args.kid_subset_size, args.bins
-            )
+                args.n, args.dim, args.kid_subsets, args.kid_subset_size, args.bins,
+                skip_others="kid-vdna" in skip,
+            )  # fmt: skip
             print(json.dumps(results["metrics"], indent=2))
         if "extract" not in skip:
             results["extraction"] = bench_extraction(tmp, args.extract_images, args.repeats)

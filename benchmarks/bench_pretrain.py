@@ -25,12 +25,12 @@ from divssl.augment import get_preset, make_views
 from divssl.backbones import build_backbone
 from divssl.config import load_config
 from divssl.methods import get_method
+from divssl.threads import single_thread
 from divssl.train import (
     _optim_settings,
     build_optimizer,
     count_flops_per_image,
     prepare,
-    single_thread_on_cpu,
     step_batch,
     view_generator,
 )
@@ -97,7 +97,7 @@ def bench(
 
     def pipeline_step(i: int) -> None:
         images, labels = step_batch(prep, i, device)
-        with single_thread_on_cpu(device):
+        with single_thread(device):
             views = make_views(images, preset, view_generator(0, i, device))
         train_on(views, labels, i)
 

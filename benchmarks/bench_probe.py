@@ -2,7 +2,7 @@
 
 On a world task, extracts (and caches) the frozen features once, then times
 
-* ``cached``: the full sweep of weight decays (all heads in one L-BFGS run), the validation choice
+* ``cached``: the full sweep of weight decays (each solved down the regularisation path), the choice
   and the refit, on cached features;
 * ``cached (hit)``: reading the cached features back;
 * ``sgd``: solo-learn's protocol, E epochs of SGD on augmented images through the frozen backbone
@@ -12,10 +12,25 @@ Each row reports the median of ``--repeats`` timed runs after one untimed warm-u
 synchronised before each clock read) and the test top-1 of the resulting probe. The backbone is
 a random-init ``convnet_tiny`` unless ``--run DIR`` names a pretraining run.
 
+``--features NxD`` (repeatable, e.g. ``10000x512`` and ``50000x2048``) adds issue 13's
+comparison on cached features of that size (synthetic, 10 overlapping Gaussian classes, a
+10,000-image test set), each timed once in the same run:
+
+* ``divssl probe``: the default cached probe (7 weight decays solved down the regularisation
+  path, validation choice, refit) and the chosen weight decay's single fit (``fit_lbfgs``);
+* ``sklearn``: ``LogisticRegression`` (lbfgs) at the same weight decay (``C = 1 / (n lambda)``),
+  default ``tol=1e-4`` and ``tol=1e-8``;
+* ``sgd 100 epochs``: the SGD protocol on the same cached features (``solver=sgd``, solo-learn's
+  LR 0.1 per 256, batch 256, no weight decay).
+
+It prints seconds, test top-1 and the speed ratios (goals: >= 50x faster than 100 SGD epochs at
+equal accuracy +- 0.5 pt; no slower than sklearn). ``--skip-world`` leaves out the world rows.
+
 Example::
 
     python benchmarks/bench_probe.py --classes 10 --per-class 500 --size 16 --epochs 10
     python benchmarks/bench_probe.py --device cuda --json out.json
+    python benchmarks/bench_probe.py --skip-world --features 10000x512 --features 50000x2048
 """
 
 from __future__ import annotations
@@ -46,7 +61,75 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser.add_argument(
+        "--features", action="append", default=[], help="NxD cached-feature comparison (repeat)"
+    )
+    parser.add_argument("--sgd-epochs", type=int, default=100, help="epochs of the SGD row")
+    parser.add_argument("--skip-world", action="store_true", help="only the --features rows")
     return parser.parse_args(argv)
+
+
+def synthetic_features(
+    n: int, dim: int, seed: int, classes: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n, dim) float32 features of overlapping Gaussian classes, and (n,) labels."""
+    rng = np.random.default_rng([seed, dim])
+    centers = np.random.default_rng(dim).normal(size=(classes, dim)) * (3.0 / np.sqrt(dim))
+    y = rng.integers(0, classes, n)
+    x = centers[y] + rng.normal(size=(n, dim))
+    return x.astype(np.float32), y
+
+
+def bench_features(n: int, dim: int, sgd_epochs: int, device: torch.device) -> list[dict]:
+    """Issue 13's cached-probe comparison at one size (each row timed once, same run)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from divssl.evaluate.linear import ProbeConfig, Standardizer, fit_lbfgs, probe_features
+
+    x, y = synthetic_features(n, dim, seed=0)
+    x_test, y_test = synthetic_features(10_000, dim, seed=1)
+    k = int(y.max()) + 1
+    rows: list[dict[str, Any]] = []
+
+    def clock(fn: Callable[[], Any]) -> tuple[float, Any]:
+        start = time.perf_counter()
+        out = fn()
+        return time.perf_counter() - start, out
+
+    t_probe, probe = clock(lambda: probe_features(x, y, k, ProbeConfig(), device))
+    wd = probe.chosen.weight_decay
+    acc = float(np.mean(probe.predict(x_test).argmax(1) == y_test))
+    rows.append({"row": "divssl probe: 7 wd sweep + choice + refit", "seconds": t_probe,
+                 "top1": acc, "chosen_wd": wd,
+                 "converged": all(f.converged for f in probe.fits.values()),
+                 "sweep": [r for f in probe.fits.values() for r in f.per_setting]})  # fmt: skip
+    scaler = Standardizer.fit(x)
+    xs, xt = scaler(x), scaler(x_test)
+    t_one, (heads, info) = clock(lambda: fit_lbfgs(xs, y, k, [wd], device))
+    acc_one = float(np.mean(heads.predict_proba(xt)[0].argmax(1) == y_test))
+    rows.append({"row": f"divssl fit_lbfgs, wd {wd:g} only", "seconds": t_one, "top1": acc_one,
+                 "iterations": info.iterations, "converged": info.converged})  # fmt: skip
+    x64 = xs.astype(np.float64)
+    for tol in (1e-4, 1e-8):
+        clf = LogisticRegression(C=1.0 / (n * wd), tol=tol, max_iter=10_000)
+        t_sk, _ = clock(lambda c=clf: c.fit(x64, y))
+        rows.append({"row": f"sklearn lbfgs, wd {wd:g}, tol {tol:g}", "seconds": t_sk,
+                     "top1": float(np.mean(clf.predict(xt) == y_test)),
+                     "iterations": int(clf.n_iter_[0])})  # fmt: skip
+    sgd_cfg = ProbeConfig(solver="sgd", epochs=sgd_epochs, weight_decays=(0.0,))
+    t_sgd, sgd = clock(lambda: probe_features(x, y, k, sgd_cfg, device))
+    rows.append({"row": f"sgd {sgd_epochs} epochs (cached features)", "seconds": t_sgd,
+                 "top1": float(np.mean(sgd.predict(x_test).argmax(1) == y_test))})  # fmt: skip
+    for row in rows:
+        row.update({"n": n, "dim": dim})
+    ratios = {
+        "sgd_over_probe": t_sgd / t_probe,
+        "sklearn_tol1e-4_over_single_fit": rows[2]["seconds"] / t_one,
+        "sklearn_tol1e-4_over_probe": rows[2]["seconds"] / t_probe,
+        "top1_probe_minus_sgd_pt": 100 * (acc - rows[-1]["top1"]),
+    }
+    rows.append({"row": "ratios", "n": n, "dim": dim, **ratios})
+    return rows
 
 
 def _timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> tuple[float, Any]:
@@ -81,6 +164,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     from divssl.io import atomic_write_json
 
     device = resolve_device(args.device)
+    feature_rows: list[dict[str, Any]] = []
+    for size in args.features:
+        n, dim = (int(v) for v in size.lower().split("x"))
+        feature_rows += bench_features(n, dim, args.sgd_epochs, device)
+        for row in feature_rows:
+            if row["n"] == n and row["dim"] == dim:
+                extra = {k: v for k, v in row.items() if k not in ("sweep", "row")}
+                print(f"{row['row']:<44} {extra}", flush=True)
+    if args.skip_world:
+        if args.json:
+            atomic_write_json(args.json, {"device": str(device), "features": feature_rows})
+        return feature_rows
     task = open_task(f"world:classes={args.classes}:per_class={args.per_class}:size={args.size}")
     if args.run is not None:
         enc = load_encoder(args.run)
@@ -147,8 +242,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         acc = f"{100 * row['top1']:.1f}" if "top1" in row else "-"
         print(f"{row['row']:<36} {row['seconds']:>9.3f} {row['images']:>9} {acc:>7}")
     if args.json:
-        atomic_write_json(args.json, {"device": str(device), "rows": rows})
-    return rows
+        atomic_write_json(
+            args.json, {"device": str(device), "rows": rows, "features": feature_rows}
+        )
+    return rows + feature_rows
 
 
 if __name__ == "__main__":

@@ -151,6 +151,9 @@ class Config(_Section):
     out: str = "runs/{method}-{backbone}-C{budget}-N{n}-s{seed}"  # run dir (format fields)
     tracking: Literal["none", "tensorboard", "mlflow"] = "tensorboard"
     mlflow_uri: str | None = None  # tracking store; default sqlite:///<run dir>/../mlflow.db
+    threads: int | str = "auto"  # training intra-op threads: auto | N >= 1 (see divssl.threads)
+    compile: bool = False  # torch.compile the backbone (the step's FLOPs), in place
+    peak_flops: float | None = None  # device peak FLOP/s for MFU (None: known-GPU table)
     # how `recipe` was chosen ("auto: image_size N" or "given"); set by resolve_config, not saved
     _recipe_picked: str = PrivateAttr(default="given")
 
@@ -321,6 +324,11 @@ def validate_static(cfg: Config) -> None:
     for name in ("batch_size", "image_size", "log_every", "checkpoint_every"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ConfigError(name, f"must be >= 1, got {getattr(cfg, name)}")
+    bad_threads = isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int)
+    if cfg.threads != "auto" and (bad_threads or cfg.threads < 1):
+        raise ConfigError("threads", f"must be 'auto' or an integer >= 1, got {cfg.threads!r}")
+    if cfg.peak_flops is not None and cfg.peak_flops <= 0:
+        raise ConfigError("peak_flops", f"must be > 0 FLOP/s, got {cfg.peak_flops}")
     _check_ranges(cfg)
     check_device(cfg.device)
     check_out(cfg.out)

@@ -52,6 +52,7 @@ from divssl.errors import ConfigError, RunFailed
 from divssl.io import atomic_torch_save, atomic_write_json, atomic_write_yaml, read_json
 from divssl.methods import Method, get_method
 from divssl.optim import LARS
+from divssl.threads import ThreadPolicy, single_thread
 
 
 @dataclass
@@ -144,11 +145,7 @@ def prepare(cfg: Config) -> tuple[Prepared, dict[str, Any] | None]:
             check_ordering(ordering, raw_pool)
         else:
             ordering = make_ordering(raw_pool, seed=cfg.subset.seed, balanced=cfg.subset.balanced)
-        with pixel_limit(cfg.data.max_pixels):  # larger images are refused as corrupt
-            pool, stats = load_stored_pool(
-                raw_pool, store_size(cfg), cache=cfg.data.cache, workers=cfg.data.workers
-            )
-        corrupt = list(stats.corrupt)
+        pool, corrupt = _decode_pool(cfg, raw_pool)
         if cfg.subset.size is None:  # a fraction (default 1) of the decodable images
             n = _subset_size(cfg, len(pool))
         subset = _decoded_subset(ordering, pool, n)
@@ -190,6 +187,21 @@ def store_size(cfg: Config) -> int:
     size (the view size up to 64 px, as solo-learn crops 32 px CIFAR images to 32 px views;
     256/224 of it above)."""
     return cfg.data.store_size or default_store_size(cfg.image_size)
+
+
+def _decode_pool(cfg: Config, raw_pool: Pool) -> tuple[StoredPool, list[str]]:
+    """Decode a random-access pool once at storage resolution, under ``data.max_pixels``: JPEG
+    files in batches on the GPU when training on CUDA (``divssl.data.gpu_decode``; in-memory
+    cache only), else the CPU decoding pass."""
+    with pixel_limit(cfg.data.max_pixels):  # larger images are refused as corrupt
+        if _device(cfg).type == "cuda" and cfg.data.cache == "memory" and hasattr(raw_pool, "path"):
+            from divssl.data.gpu_decode import load_file_store
+
+            return load_file_store(raw_pool, store_size(cfg), _device(cfg))
+        pool, stats = load_stored_pool(
+            raw_pool, store_size(cfg), cache=cfg.data.cache, workers=cfg.data.workers
+        )
+    return pool, list(stats.corrupt)
 
 
 def _source_size(cfg: Config) -> int:
@@ -392,29 +404,6 @@ def batches(
         )
 
 
-class single_thread_on_cpu:
-    """Run a block with one intra-op thread when the device is the CPU.
-
-    View generation is a chain of small element-wise ops on (B, 3, h, w) batches; with several
-    OpenMP threads their fork/join costs more than the work, and on a machine where another
-    process holds a core it stalls completely (measured: 20 ms vs 1.3 s per batch of 256 at
-    16 px on 2 cores). The training step keeps all threads.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.active = device.type == "cpu"
-        self.saved = 1
-
-    def __enter__(self) -> None:
-        if self.active:
-            self.saved = torch.get_num_threads()
-            torch.set_num_threads(1)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.active:
-            torch.set_num_threads(self.saved)
-
-
 def view_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
     """Augmentation generator of one step on one rank: a pure function of (seed, step, rank)."""
     g = torch.Generator(device=device)
@@ -446,6 +435,71 @@ def count_flops_per_image(
         out = probe.training_step(views, labels, 0, 10)
         out.loss.backward()
     return counter.get_total_flops() / b
+
+
+# Dense peak FLOP/s per device and precision (no sparsity), from NVIDIA's datasheets; fp32 = plain
+# FP32 CUDA cores (torch leaves TF32 off for matmuls by default). Matched by substring of
+# torch.cuda.get_device_name; PCIe/NVL variants have lower peaks: give `peak_flops` for those.
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    "H200": {"bf16": 989e12, "fp32": 67e12},  # H200 SXM datasheet (same as H100 SXM)
+    "H100": {"bf16": 989e12, "fp32": 67e12},  # H100 SXM datasheet: BF16 1,979 sparse / 2
+    "A100": {"bf16": 312e12, "fp32": 19.5e12},  # A100 datasheet (SXM and PCIe)
+    "L4": {"bf16": 121e12, "fp32": 30.3e12},  # L4 datasheet: BF16 242 sparse / 2
+    "V100": {"fp32": 15.7e12},  # V100 SXM2 datasheet (no bf16)
+}
+
+
+def peak_flops(device: torch.device, precision: str, given: float | None) -> float | None:
+    """The device's peak FLOP/s for MFU: ``given`` (config ``peak_flops``), else the
+    :data:`PEAK_FLOPS` entry whose name occurs in the CUDA device name, else ``None`` (CPU, or
+    an unknown GPU)."""
+    if given is not None:
+        return float(given)
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, table in PEAK_FLOPS.items():
+        if key in name:
+            return table.get(precision)
+    return None
+
+
+class LossMeter:
+    """Loss sum and the first non-finite step, kept on the training device.
+
+    ``update`` only queues device ops (no host synchronisation, so a CUDA stream never waits
+    for Python); ``read`` copies the numbers to the host, at ``log_every`` and checkpoints.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.total = torch.zeros((), dtype=torch.float64, device=device)
+        self.count = 0
+        self.last = torch.full((), float("nan"), dtype=torch.float64, device=device)
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_value = torch.zeros((), dtype=torch.float64, device=device)
+
+    def update(self, loss: torch.Tensor, step: int) -> None:
+        """Add one step's scalar loss (detached) and remember the first non-finite step."""
+        value = loss.detach().to(torch.float64)
+        first = (self.bad_step < 0) & ~torch.isfinite(value)
+        self.bad_step = torch.where(first, torch.full_like(self.bad_step, step), self.bad_step)
+        self.bad_value = torch.where(first, value, self.bad_value)
+        self.total += value
+        self.last = value
+        self.count += 1
+
+    def read(self) -> tuple[float, float, int | None, float]:
+        """(last loss, mean loss since the previous read, first non-finite step or None, its
+        loss value); resets the running mean."""
+        host = torch.stack(
+            [self.last, self.total, self.bad_step.to(torch.float64), self.bad_value]
+        ).cpu()
+        last, total, bad, bad_value = (float(v) for v in host)
+        mean = total / self.count if self.count else float("nan")
+        self.total.zero_()
+        self.count = 0
+        return last, mean, (int(bad) if bad >= 0 else None), bad_value
 
 
 # ---------------------------------------------------------------------------------- checkpoint
@@ -671,6 +725,8 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     device = _device(cfg)
+    threads = ThreadPolicy(cfg.threads, device, adaptive=not cfg.deterministic)
+    threads.start()
     torch.manual_seed(cfg.seed_for("init"))
     random.seed(cfg.seed_for("init"))
     backbone, feat_dim = build_backbone(cfg.backbone, cfg.image_size, cfg.cifar_stem)
@@ -724,6 +780,11 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
             device_ids=[device.index] if device.type == "cuda" else None,
             broadcast_buffers=False,
         )
+    if cfg.compile:
+        # The backbone holds the step's FLOPs and takes only the views, so it compiles once; the
+        # method's step takes Python ints (step, total) and schedules, which would recompile.
+        # In place: state_dict keys, checkpoints and backbone.pt stay unchanged.
+        method.backbone.compile()
     logger = _Logger(run_dir, is_main, cfg.tracking in ("tensorboard", "mlflow"))
     amp_dtype = _autocast_dtype(cfg, device)
     status = "running"
@@ -755,18 +816,36 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
     }
     batch_iter = batches(prep, start_step, device)
     progress = _Progress(total, start_step, budget, enabled=is_main)
+    meter = LossMeter(device)
+    window_lrs: dict[int, float] = {}  # lr of each step since the last read (host values)
     t0 = time.perf_counter()
-    last = {"loss": float("nan"), "lr": 0.0, "wd": 0.0}
+    warm: tuple[float, int] | None = None  # (clock, images) after the first step
+    last: dict[str, Any] = {"loss": float("nan"), "lr": 0.0, "wd": 0.0}
     step = start_step
+
+    def read_meter(done: int, logs: dict[str, float]) -> None:
+        # The only host synchronisation of the loop: at log_every, checkpoints and the end.
+        loss_last, loss_mean, bad, bad_value = meter.read()
+        if bad is not None:
+            raise RunFailed(
+                _nan_diagnosis(bad, bad_value, logs, window_lrs.get(bad, float("nan")), method)
+                + f" (detected at step {done - 1}, the first read after it)"
+            )
+        window_lrs.clear()
+        last.update({"loss": loss_last, "loss_mean": loss_mean, **logs})
+        progress.update(done - 1, images_seen, loss_last)
+
     try:
         method.train()
         for step in range(start_step, total):
             if stop_after_steps is not None and step >= stop_after_steps:
                 status = "interrupted"
                 break
+            threads.maybe_adapt()
             lr, wd = _set_schedules(opt, step, total, cfg, settings)
+            window_lrs[step] = lr
             images, labels, extents = next(batch_iter)
-            with single_thread_on_cpu(device):
+            with single_thread(device):
                 views = make_views(
                     images,
                     preset,
@@ -780,8 +859,7 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
             ):
                 out = train_module(views, labels, step, total)
             loss = out.loss
-            if not torch.isfinite(loss.detach()).all():
-                raise RunFailed(_nan_diagnosis(step, loss, out.logs, lr, method))
+            meter.update(loss, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             method.on_before_optimizer_step(step, total)
@@ -790,10 +868,16 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
             opt.step()
             method.on_after_optimizer_step(step, total)
             images_seen += budget.batch_sizes[step]
-            last = {"loss": float(loss.detach()), "lr": lr, "wd": wd, **out.logs}
-            progress.update(step, images_seen, last["loss"])
+            last.update({"lr": lr, "wd": wd})
             done = step + 1
-            if done % cfg.log_every == 0 or done == total:
+            if warm is None:
+                _synchronize(device)
+                warm = (time.perf_counter(), images_seen)
+            log_now = done % cfg.log_every == 0 or done == total
+            ckpt_now = is_main and (done % cfg.checkpoint_every == 0 or done == total)
+            if log_now or ckpt_now:
+                read_meter(done, out.logs)
+            if log_now:
                 elapsed = wall_before + time.perf_counter() - t0
                 logger.log(
                     {
@@ -805,7 +889,7 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
                         "wall_seconds": elapsed,
                     }
                 )
-            if is_main and (done % cfg.checkpoint_every == 0 or done == total):
+            if ckpt_now:
                 save_checkpoint(
                     ckpt_path,
                     method,
@@ -818,8 +902,18 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
                 )
         else:
             status = "completed"
+        if meter.count:  # interrupted between reads
+            read_meter(step if status == "interrupted" else step + 1, {})
+        _synchronize(device)
+        summary_base.update(
+            _speed_record(
+                time.perf_counter(), warm, images_seen, flops_per_image, device, cfg, amp_dtype
+            )
+        )
+        summary_base["threads"] = threads.record()
     except RunFailed as exc:
         status = "failed"
+        summary_base["threads"] = threads.record()
         if is_main:
             _write_summary(
                 run_dir,
@@ -835,6 +929,7 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
     finally:
         progress.close()
         logger.close()
+        threads.restore()  # later phases of this process (evaluation) decide their own
     if prep.stream_loader is not None:
         summary_base.update(stream_counts(prep.stream_loader, budget))
     if dist.is_dist():
@@ -886,6 +981,45 @@ def schedule_epochs(cfg: Config, budget: Budget) -> float:
         return budget.epochs
     assert cfg.schedule.reference_epochs is not None
     return float(cfg.schedule.reference_epochs)
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (before reading a clock); a no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _speed_record(
+    now: float,
+    warm: tuple[float, int] | None,
+    images_seen: int,
+    flops_per_image: float,
+    device: torch.device,
+    cfg: Config,
+    amp_dtype: torch.dtype | None,
+) -> dict[str, Any]:
+    """Steady-state speed and MFU of this session's steps after the first (the first step holds
+    compilation, allocator and cuDNN warm-up, so it is excluded, as airbench and nanoGPT do).
+
+    ``mfu`` = counted FLOPs (all ranks) / steady wall seconds / (peak FLOP/s x world size);
+    ``None`` when the peak is unknown (the CPU, unless ``peak_flops`` is given) or when fewer
+    than two steps ran.
+    """
+    precision = "bf16" if amp_dtype is not None else "fp32"
+    peak = peak_flops(device, precision, cfg.peak_flops)
+    record: dict[str, Any] = {
+        "compile": cfg.compile,
+        "peak_flops": peak,
+        "steady_images_per_second": None,
+        "mfu": None,
+    }
+    if warm is None or images_seen <= warm[1] or now <= warm[0]:
+        return record
+    ips = (images_seen - warm[1]) / (now - warm[0])
+    record["steady_images_per_second"] = ips
+    if peak is not None:
+        record["mfu"] = ips * flops_per_image / (peak * dist.world_size())
+    return record
 
 
 def _in_study(run_dir: Path) -> bool:
@@ -945,12 +1079,14 @@ def _write_summary(
 
 
 def _nan_diagnosis(
-    step: int, loss: torch.Tensor, logs: dict[str, float], lr: float, method: Method
+    step: int, loss: float, logs: dict[str, float], lr: float, method: Method
 ) -> str:
     bad = [n for n, p in method.named_parameters() if not torch.isfinite(p).all()]
-    parts = [f"non-finite loss {float(loss.detach())} at step {step} (lr {lr:.4g})"]
+    parts = [f"non-finite loss {loss} at step {step} (lr {lr:.4g})"]
     if bad:
-        parts.append(f"non-finite parameters: {', '.join(bad[:5])}")
+        parts.append(
+            f"non-finite parameters (now, after the steps up to the read): {', '.join(bad[:5])}"
+        )
     else:
         parts.append(
             "parameters are finite: the loss itself diverged; lower optim.base_lr or "

@@ -75,53 +75,59 @@ def test_fid_singular_covariances_match_eigenvalue_reference() -> None:
     assert abs(fid(x, x)) < 1e-4
 
 
-def test_offset_retry_when_sqrtm_is_not_finite(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_sqrtm = metrics_module.scipy.linalg.sqrtm
-    calls: list[int] = []
+def pytorch_fid_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
+    """pytorch-fid's ``calculate_frechet_distance`` (mseitzer/pytorch-fid, src/pytorch_fid/
+    fid_score.py), written here from its formula: sqrtm of the product, an eps offset when the
+    root is not finite, the real part after a 1e-3 imaginary-part check."""
+    import scipy.linalg
 
-    def flaky(a: np.ndarray) -> np.ndarray:
-        calls.append(1)
-        return np.full_like(a, np.nan) if len(calls) == 1 else real_sqrtm(a)
-
-    monkeypatch.setattr(metrics_module.scipy.linalg, "sqrtm", flaky)
-    s1, s2, eps = np.array([1.0, 2.0]), np.array([3.0, 0.5]), 1e-6
-    got = frechet_distance(np.zeros(2), np.diag(s1), np.ones(2), np.diag(s2))
-    # The retry uses S + eps I on both sides, consistently in every term.
-    r1, r2 = s1 + eps, s2 + eps
-    expected = 2.0 + np.sum(r1 + r2 - 2.0 * np.sqrt(r1 * r2))
-    assert len(calls) == 2
-    assert got == pytest.approx(expected, rel=1e-12)
-
-
-def test_large_imaginary_part_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        metrics_module.scipy.linalg, "sqrtm", lambda a: np.eye(len(a)) * (1.0 + 0.5j)
-    )
-    with pytest.raises(ValueError, match="imaginary"):
-        frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(2))
+    diff = mu1 - mu2
+    covmean = scipy.linalg.sqrtm(sigma1.dot(sigma2))  # pytorch-fid: disp=False, deprecated
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = scipy.linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        assert np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3)
+        covmean = covmean.real
+    return diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)
 
 
-def test_negligible_imaginary_part_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        metrics_module.scipy.linalg, "sqrtm", lambda a: np.eye(len(a)) * (1.0 + 1e-7j)
-    )
-    got = frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(2))
-    assert isinstance(got, float) and got == pytest.approx(0.0, abs=1e-12)
+@pytest.mark.parametrize(("n", "d"), [(600, 32), (1500, 128)])
+def test_frechet_matches_pytorch_fid_formula(n: int, d: int) -> None:
+    rng = np.random.default_rng(d)
+    mix = rng.normal(size=(d, d)) / np.sqrt(d)
+    x = rng.normal(size=(n, d)) @ mix
+    y = (rng.normal(size=(n, d)) * rng.uniform(0.5, 1.5, d)) @ mix + 0.1
+    mu1, s1 = x.mean(0), np.cov(x, rowvar=False)
+    mu2, s2 = y.mean(0), np.cov(y, rowvar=False)
+    expected = pytorch_fid_distance(mu1, s1, mu2, s2)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-6)
+    # fid() builds the same statistics (np.cov's, ddof=1) with its single DSYRK call.
+    assert fid(x, y) == pytest.approx(expected, rel=1e-6)
+    mu, cov = metrics_module.gaussian_stats(x)
+    np.testing.assert_allclose(cov, s1, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(mu, mu1, rtol=1e-12)
+    assert np.array_equal(cov, cov.T)
 
 
-def test_inaccurate_root_is_retried_with_offset(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A finite, real but wrong root (what a numerically singular product can give) is not used.
-    real_sqrtm = metrics_module.scipy.linalg.sqrtm
-    calls: list[float] = []
+def test_gaussian_stats_leaves_input_untouched() -> None:
+    x = np.random.default_rng(7).normal(size=(10, 3))
+    before = x.copy()
+    metrics_module.gaussian_stats(x)
+    assert np.array_equal(x, before)
 
-    def wrong_first(a: np.ndarray) -> np.ndarray:
-        calls.append(float(a[0, 0]))
-        return np.zeros_like(a) if len(calls) == 1 else real_sqrtm(a)
 
-    monkeypatch.setattr(metrics_module.scipy.linalg, "sqrtm", wrong_first)
-    got = frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(2))
-    assert len(calls) == 2 and calls[1] == pytest.approx((1.0 + 1e-6) ** 2)
-    assert got == pytest.approx(0.0, abs=1e-9)
+def test_non_psd_or_non_finite_covariance_is_rejected() -> None:
+    bad = np.diag([1.0, -0.5])
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        frechet_distance(np.zeros(2), bad, np.zeros(2), np.eye(2))
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), bad)
+    with pytest.raises(ValueError, match="finite"):
+        frechet_distance(np.zeros(2), np.eye(2) * np.nan, np.zeros(2), np.eye(2))
+    # Round-off negatives of a singular covariance are zeros, not errors.
+    tiny = np.diag([1.0, -1e-12])
+    assert frechet_distance(np.zeros(2), tiny, np.zeros(2), tiny) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_frechet_shape_errors() -> None:

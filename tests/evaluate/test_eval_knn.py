@@ -49,6 +49,9 @@ def test_batching_does_not_change_scores() -> None:
         rng.normal(size=(9, 8)),
     )
     one = knn_scores(bank, labels, queries, 3, k=5, batch_size=2)
-    np.testing.assert_allclose(one, knn_scores(bank, labels, queries, 3, k=5, batch_size=100))
+    # float32 GEMM kernels differ by the query block's shape (a few ulp in the similarities,
+    # amplified by exp(s / 0.07)), so equality holds to float32 round-off, not bitwise.
+    many = knn_scores(bank, labels, queries, 3, k=5, batch_size=100)
+    np.testing.assert_allclose(one, many, rtol=1e-5)
     with pytest.raises(ConfigError):
         knn_scores(bank, labels, queries, 3, k=0)

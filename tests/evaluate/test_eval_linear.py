@@ -96,6 +96,42 @@ def test_batched_lbfgs_matches_sklearn_for_every_weight_decay() -> None:
         np.testing.assert_allclose(heads.bias[i].numpy(), clf.intercept_, atol=2e-3)
 
 
+@pytest.mark.parametrize("wd", [1e-6, 1e-4, 1e-2])
+def test_each_weight_decay_converges_to_sklearns_weights(wd: float) -> None:
+    # Overlapping classes, so the optimum is finite but badly conditioned at small lambda.
+    x, y = blobs(300, 8, 3, seed=4, spread=2.0)
+    xs = Standardizer.fit(x)(x)
+    wds = [1.0, 1e-2, wd] if wd < 1e-2 else [1.0, wd]
+    heads, info = fit_lbfgs(xs, y, 3, wds)
+    clf = LogisticRegression(C=1.0 / (len(y) * wd), tol=1e-12, max_iter=100_000)
+    clf.fit(xs.astype(np.float64), y)
+    i = wds.index(wd)
+    np.testing.assert_allclose(heads.weight[i].numpy(), clf.coef_.T, atol=1e-3, rtol=0)
+    np.testing.assert_allclose(heads.bias[i].numpy(), clf.intercept_, atol=1e-3, rtol=0)
+    rec = info.per_setting[i]
+    assert rec["weight_decay"] == wd and rec["converged"]
+    assert rec["grad_max"] <= rec["tolerance"] == pytest.approx(max(1e-4 * wd, 1e-9))
+    assert [r["weight_decay"] for r in info.per_setting] == wds  # records in the given order
+    assert info.iterations == sum(r["iterations"] for r in info.per_setting)
+
+
+def test_solves_run_down_the_regularisation_path_warm_started() -> None:
+    x, y = blobs(240, 6, 3, seed=5, spread=2.0)
+    xs = Standardizer.fit(x)(x)
+    wds = [1e-4, 1.0, 1e-2]  # given out of order
+    _, path = fit_lbfgs(xs, y, 3, wds)
+    _, cold = fit_lbfgs(xs, y, 3, [1e-4])
+    # The small-lambda solve starts at the 1e-2 optimum, so it needs fewer iterations than cold.
+    assert path.per_setting[0]["iterations"] < cold.per_setting[0]["iterations"]
+    with pytest.raises(ConfigError, match="weight_decays"):
+        fit_lbfgs(xs, y, 3, [0.0])
+    # Started at the optimum, a solve stops at once with the same weights.
+    heads, _ = fit_lbfgs(xs, y, 3, [1e-2])
+    again, info = fit_lbfgs(xs, y, 3, [1e-2], init=(heads.weight[0].numpy(), heads.bias[0].numpy()))
+    assert info.iterations <= 2 and info.converged
+    np.testing.assert_allclose(again.weight[0].numpy(), heads.weight[0].numpy(), atol=1e-6)
+
+
 def test_probe_chooses_on_val_and_refit_matches_sklearn() -> None:
     x, y = blobs(400, 10, 4, seed=1, spread=2.5)
     cfg = ProbeConfig(weight_decays=(1e-4, 1e-2, 1.0), seed=0)

@@ -3,6 +3,7 @@ submitit's local executor, and DDP runs launched with torchrun."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pandas as pd
@@ -145,3 +146,27 @@ def test_multi_gpu_runs_launch_ddp_with_torchrun(tmp_path, quiet_console):
     assert summary["world_size"] == 2 and summary["images_seen"] == 64
     assert (run.run_dir / "ddp.log").is_file()
     assert len(pd.read_parquet(plan.study_dir / "results.parquet")) == 6
+
+
+def test_pool_worker_initializer_takes_its_thread_share(monkeypatch) -> None:
+    import queue
+
+    import torch
+
+    from divssl import threads as th
+    from divssl.study.backends import _init_worker
+
+    saved = torch.get_num_threads()
+    for name in (*th.THREAD_ENV_VARS, th.WORKERS_ENV, "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.setenv(name, "0")  # recorded, so teardown restores the original state
+        monkeypatch.delenv(name)
+    slots: queue.Queue = queue.Queue()
+    slots.put("3")
+    try:
+        _init_worker(slots, 1, 2)
+        assert torch.get_num_threads() == 1
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+        assert os.environ["OMP_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == "1"
+        assert th.concurrent_workers() == 2
+    finally:
+        torch.set_num_threads(saved)

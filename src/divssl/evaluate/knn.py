@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from divssl.errors import ConfigError
+from divssl.threads import single_thread
 
 DEFAULT_KS: tuple[int, ...] = (20, 200)
 DEFAULT_TEMPERATURE = 0.07
@@ -58,6 +59,25 @@ def knn_scores(
     if temperature <= 0:
         raise ConfigError("temperature", f"must be > 0, got {temperature}")
     dev = torch.device(device)
+    # One intra-op thread on the CPU: many small top-k/scatter kernels per batch, which a thread
+    # pool only slows down when another process holds a core (see divssl.threads).
+    with single_thread(dev):
+        return _knn_scores(
+            train_features, train_labels, test_features, num_classes, k, temperature,
+            batch_size, dev,
+        )  # fmt: skip
+
+
+def _knn_scores(
+    train_features: np.ndarray | torch.Tensor,
+    train_labels: np.ndarray | torch.Tensor,
+    test_features: np.ndarray | torch.Tensor,
+    num_classes: int,
+    k: int,
+    temperature: float,
+    batch_size: int,
+    dev: torch.device,
+) -> np.ndarray:
     bank = F.normalize(torch.as_tensor(train_features, dtype=torch.float32, device=dev), dim=1)
     labels = torch.as_tensor(train_labels, dtype=torch.long, device=dev)
     queries = torch.as_tensor(test_features, dtype=torch.float32, device=dev)

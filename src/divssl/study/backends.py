@@ -89,14 +89,24 @@ def _execute(study_dir: str, job_id: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------- local
 
 
-def _init_worker(slots: Any, threads: int) -> None:
-    """Worker-process initializer: claim one device slot before torch initialises CUDA."""
+def _init_worker(slots: Any, threads: int, workers: int) -> None:
+    """Worker-process initializer: claim one device slot before torch initialises CUDA, and
+    take this worker's share of the cores (thread variables for every runtime, torch's pool,
+    and ``DIVSSL_CONCURRENT_WORKERS`` for ``threads: auto`` in the job)."""
     slot = slots.get()
     if slot is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = slot
-    import torch
+    from divssl.threads import apply_worker_share
 
-    torch.set_num_threads(threads)
+    apply_worker_share(threads, workers)
+
+
+def _execute_with_share(study_dir: str, job_id: str, threads: int) -> dict[str, Any]:
+    """:func:`_execute` in a Ray/submitit task after taking ``threads`` cores (its CPUs)."""
+    from divssl.threads import apply_worker_share, cpu_cores
+
+    apply_worker_share(threads, max(1, cpu_cores() // threads))
+    return _execute(study_dir, job_id)
 
 
 class LocalBackend:
@@ -152,12 +162,28 @@ class LocalBackend:
         queue = ctx.Queue()
         for slot in self.slots:
             queue.put(slot)
-        threads = max(1, (os.cpu_count() or 1) // len(self.slots))
+        from divssl.threads import worker_env, worker_share
+
+        workers = len(self.slots)
+        threads = worker_share(workers)
         results = []
-        with ProcessPoolExecutor(
-            len(self.slots), mp_context=ctx, initializer=_init_worker, initargs=(queue, threads)
-        ) as pool:
+        # Spawned interpreters inherit this environment (the pool starts them at the first
+        # submit), so OpenMP/BLAS start with the share before the initializer runs; the parent's
+        # own values are restored once every job is submitted.
+        saved = {k: os.environ.get(k) for k in worker_env(threads, workers)}
+        os.environ.update(worker_env(threads, workers))
+        pool = ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(queue, threads, workers)
+        )
+        try:
             futures = {pool.submit(_execute, study_dir, j): j for j in job_ids}
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        with pool:
             for future in as_completed(futures):
                 result = _result_or_failure(future.result, futures[future])
                 on_result(result)
@@ -250,8 +276,10 @@ class RayBackend:
             cpus = self.cpus_per_run
             if not self.address:
                 cpus = min(cpus, int(ray.available_resources().get("CPU", cpus)) or 1)
-            task = ray.remote(num_gpus=self.gpus_per_run, num_cpus=cpus, max_retries=0)(_execute)
-            pending = {task.remote(study_dir, j): j for j in job_ids}
+            task = ray.remote(num_gpus=self.gpus_per_run, num_cpus=cpus, max_retries=0)(
+                _execute_with_share
+            )
+            pending = {task.remote(study_dir, j, max(1, int(cpus))): j for j in job_ids}
             results = []
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)

@@ -115,6 +115,18 @@ class FileListPool(Pool):
         """Decode sample ``index`` to (H, W, 3) uint8 (raises ``CorruptImage``)."""
         return decode_image(self._checked_path(index), self._keys[index])
 
+    def read_bytes(self, index: int) -> bytes:
+        """The encoded file of sample ``index``, after the same safety checks as :meth:`read`.
+
+        Raises:
+            CorruptImage: refused (see ``_checked_path``) or unreadable.
+        """
+        path = self._checked_path(index)
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise CorruptImage(f"{self._keys[index]}: {exc}") from exc
+
     def read_for_size(self, index: int, size: int) -> np.ndarray:
         """Like :meth:`read`, for a caller that resizes to ``size`` (large JPEGs decode reduced)."""
         path = self._checked_path(index)
