@@ -501,4 +501,8 @@ def run_study(
                     "error": distances_error,
                 },
             )
+    if plan.study.report.baselines and not (root / "baselines.json").is_file():
+        from divssl.evaluate.baselines import compute_study_baselines
+
+        compute_study_baselines(root)
     return StudyOutcome(root, results, len(frame), distances_error)
