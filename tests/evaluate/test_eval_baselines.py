@@ -75,3 +75,36 @@ def test_pixel_logreg_matches_sklearn_at_a_fixed_weight_decay():
     ref_acc = float(np.mean(ref.predict(scaler.transform(fte)) == y_te))
     assert entry["test"]["top1"]["value"] == pytest.approx(ref_acc, abs=0.02)
     assert entry["ood"]["top1"]["value"] == pytest.approx(entry["test"]["top1"]["value"])
+
+
+@pytest.mark.slow
+def test_compute_study_baselines_writes_rows_for_each_evaluation(tmp_path):
+    import json
+
+    from divssl.evaluate.baselines import compute_study_baselines
+    from divssl.study.spec import KnnEval, LinearEval
+
+    task = "world:classes=3:per_class=12:size=8:seed=0"
+    evals = []
+    for ev in (KnnEval(task="w", k=[5], n_boot=20), LinearEval(task="w", fractions=[50, 100],
+               weight_decays=[1e-3, 1e-1], max_iter=50, n_boot=20)):  # fmt: skip
+        # the plan's form of an evaluation (divssl.study.plan)
+        evals.append({**ev.model_dump(mode="json"), "id": ev.eval_id(), "task_spec": task})
+    config = {"backbone": "convnet_tiny", "image_size": 8, "cifar_stem": False}
+    plan = {"jobs": [{"id": "r0", "kind": "pretrain", "config": config, "evaluations": evals}]}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    rows = compute_study_baselines(tmp_path)
+    assert json.loads((tmp_path / "baselines.json").read_text()) == rows
+    top1 = [r for r in rows if r["metric"] == "top1"]
+    kinds = {(r["baseline"], r["eval"], r["label_fraction"]) for r in top1}
+    assert kinds == {
+        ("pixels_knn", "knn", 100.0), ("random_init", "knn", 100.0),
+        ("pixels_logreg", "linear", 50.0), ("pixels_logreg", "linear", 100.0),
+        ("random_init", "linear", 50.0), ("random_init", "linear", 100.0),
+    }  # fmt: skip
+    for r in top1:
+        assert 0.0 <= r["value"] <= 1.0 and r["ci_low"] <= r["value"] <= r["ci_high"]
+        assert r["split"] in ("id", "ood") and r["image_size"] == 8
+    # the world task has an ood split: every baseline reports it as well
+    assert {r["split"] for r in top1} == {"id", "ood"}
+    assert (tmp_path / "baselines" / "random_init").is_dir()
