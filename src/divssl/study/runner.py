@@ -504,5 +504,9 @@ def run_study(
     if plan.study.report.baselines and not (root / "baselines.json").is_file():
         from divssl.evaluate.baselines import compute_study_baselines
 
-        compute_study_baselines(root)
+        try:  # reference rows only: a failure is recorded, the study's results stand
+            compute_study_baselines(root)
+        except ConfigError as exc:
+            event = {"job": "baselines", "kind": "baselines", "event": "failed"}
+            append_event(root, {**event, "error": str(exc)})
     return StudyOutcome(root, results, len(frame), distances_error)
