@@ -62,3 +62,11 @@ def test_simclr_on_fashion_mnist_beats_random_init(tmp_path):
           f"random init {rand['value']:.4f}")  # fmt: skip
     assert ssl["n"] == rand["n"] == 10_000  # the official test split
     assert ssl["value"] - rand["value"] >= MIN_GAIN, (ssl, rand)
+
+
+def test_missing_data_fails_with_the_install_command(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.modules[__name__], "FASHION_MNIST", tmp_path)
+    with pytest.raises(pytest.fail.Exception, match="apt-get install dataset-fashion-mnist"):
+        _require_data()
