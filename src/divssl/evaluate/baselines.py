@@ -91,6 +91,7 @@ def pixel_knn(
     eval_seed: int = 0,
     n_boot: int = 1000,
     level: float = 0.95,
+    device: str = "cpu",
 ) -> list[dict[str, Any]]:
     """Weighted kNN on pixel vectors, entries shaped like :func:`run_knn`'s ``results``.
 
@@ -103,6 +104,7 @@ def pixel_knn(
         eval_seed: seed of the label-fraction subsets and bootstraps.
         n_boot: bootstrap resamples.
         level: interval coverage.
+        device: compute device of the similarity blocks.
 
     Returns:
         One dict per (fraction, k): ``fraction``, ``k``, and per evaluated split its
@@ -121,7 +123,9 @@ def pixel_knn(
             for split in ("test", "ood"):
                 if split in splits:
                     x, y = splits[split]
-                    scores = knn_scores(x_train[idx], y_train[idx], x, num_classes, k, temperature)
+                    scores = knn_scores(
+                        x_train[idx], y_train[idx], x, num_classes, k, temperature, device=device
+                    )
                     entry[split] = metric_report(y, scores, num_classes, n_boot, eval_seed, level)
             results.append(entry)
     return results
@@ -138,8 +142,11 @@ def pixel_logreg(
     eval_seed: int = 0,
     n_boot: int = 1000,
     level: float = 0.95,
+    device: str = "cpu",
 ) -> list[dict[str, Any]]:
     """Logistic regression on pixel vectors with the study's linear-probe solver and sweep.
+
+    ``device`` is where the probe is fitted (the features stay NumPy arrays).
 
     Returns:
         One dict per fraction: ``fraction``, ``chosen`` setting, ``n_train``, and per evaluated
@@ -166,7 +173,7 @@ def pixel_logreg(
     subsets = label_fraction_indices(y_train, check_fractions(fractions), eval_seed)
     results = []
     for f, idx in subsets.items():
-        probe = probe_features(x_train[idx], y_train[idx], num_classes, cfg, "cpu", val)
+        probe = probe_features(x_train[idx], y_train[idx], num_classes, cfg, device, val)
         entry: dict[str, Any] = {
             "fraction": f,
             "n_train": probe.n_train,
@@ -254,6 +261,7 @@ def compute_study_baselines(study_dir: str | Path, seed: int = 0) -> list[dict[s
         ci_high, n, backbone, image_size, cifar_stem, seconds}`` (values as fractions, like the
         study's results).
     """
+    from divssl.evaluate.features import resolve_device
     from divssl.evaluate.knn import run_knn
     from divssl.evaluate.linear import run_linear
     from divssl.io import atomic_write_json
@@ -261,6 +269,7 @@ def compute_study_baselines(study_dir: str | Path, seed: int = 0) -> list[dict[s
 
     root = Path(study_dir)
     plan_doc = read_plan(root)
+    device = str(resolve_device("auto"))  # where the study's own probes run
     rows: list[dict[str, Any]] = []
     pixels: dict[tuple[str, int], tuple[dict, int]] = {}
     for enc in _encoders(plan_doc):
@@ -270,19 +279,20 @@ def compute_study_baselines(study_dir: str | Path, seed: int = 0) -> list[dict[s
                 pixels[key] = task_pixels(ev["task_spec"], enc["image_size"])
             splits, k_classes = pixels[key]
             stats = {"eval_seed": ev["eval_seed"], "n_boot": ev["n_boot"], "level": ev["level"]}
+            pix = {**stats, "device": device}
             t0 = time.perf_counter()
             if ev["kind"] == "knn":
                 name = "pixels_knn"
                 results = pixel_knn(
                     splits, k_classes, ks=ev["k"], temperature=ev["temperature"],
-                    fractions=ev["fractions"], **stats,
+                    fractions=ev["fractions"], **pix,
                 )  # fmt: skip
             else:
                 name = "pixels_logreg"
                 results = pixel_logreg(
                     splits, k_classes, fractions=ev["fractions"],
                     weight_decays=ev["weight_decays"], val_fraction=ev["val_fraction"],
-                    max_iter=ev["max_iter"], **stats,
+                    max_iter=ev["max_iter"], **pix,
                 )  # fmt: skip
             setup = {**enc, "seconds": round(time.perf_counter() - t0, 3)}
             rows += _rows(name, ev, results, {**setup, "backbone": "pixels"})
