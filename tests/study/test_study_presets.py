@@ -50,6 +50,22 @@ def _cifar100(root: Path) -> Path:
     return root
 
 
+def _idx(root: Path) -> str:
+    """A tiny MNIST-style IDX folder (train 300 / t10k 50 grey 8 px images, 10 classes)."""
+    import gzip
+    import struct
+
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 300), ("t10k", 50)):
+        images = rng.integers(0, 256, (n, 8, 8), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        for kind, arr in (("images-idx3", images), ("labels-idx1", labels)):
+            head = bytes([0, 0, 8, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+            (root / f"{prefix}-{kind}-ubyte.gz").write_bytes(gzip.compress(head + arr.tobytes()))
+    return str(root)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     from divssl.data.hierarchy import imagenet1k_hierarchy
@@ -66,6 +82,7 @@ def data(tmp_path_factory):
         "yfcc": _npz(root / "yfcc.npz", 0, None, n=1000),
         "inat": _npz(root / "inat.npz", 5, [f"species{i}" for i in range(50)]),
         "task": task,
+        "idx": _idx(root / "idx"),
     }
 
 
@@ -79,6 +96,7 @@ def _sets(data: dict, name: str) -> list[str]:
     ]
     sets = {
         "quickstart": ["per_class=20", "part_size=50", "budget=640"],
+        "fashion_mnist": [f"root={data['idx']}", "budget=640"],
         "table1_cifar100": [f"cifar100={data['cifar100']}"],
         "table1_tinyimagenet": [f"tinyimagenet_train={task}", f"tinyimagenet_val={task}"],
         "figure3_imagenet100": [
@@ -111,7 +129,7 @@ def _sets(data: dict, name: str) -> list[str]:
 # here it is replaced by a recorder everywhere but in the quickstart (a 4-conv net at 16 px).
 REAL_FLOPS = {"quickstart"}
 EXPECTED_RUNS = {
-    "quickstart": 18, "table1_cifar100": 21, "table1_tinyimagenet": 21,
+    "quickstart": 18, "fashion_mnist": 21, "table1_cifar100": 21, "table1_tinyimagenet": 21,
     "figure3_imagenet100": 56, "table2_imagenet_yfcc": 20, "figure4_saturation": 16,
     "table4_normalization": 12, "table5_label_quantity": 20, "robustness_quantity": 2,
     "robustness_granularity": 6, "robustness_diversity": 4, "robustness_sources": 8,

@@ -117,6 +117,8 @@ def build_sections(data: StudyData, fig_dir: Path, names: list[str]) -> list[Sec
             sec.blocks = tables.experiment_summary(data)
         elif name in ("table1", "table2", "table5"):
             sec.blocks = getattr(tables, name)(data)
+            if name == "table1":  # reference rows: pixels and a random-init encoder
+                sec.blocks += tables.baseline_table(data)
         elif name == "distances":
             sec.blocks = tables.distance_tables(data)
             if sec.blocks:

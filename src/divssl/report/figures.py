@@ -452,6 +452,8 @@ def _figure4_group(
                 ax.fill_between(
                     pts["diversity"][ok], lo[ok], hi[ok], color=color, alpha=0.18, linewidth=0
                 )
+        for label, h in reference_lines(ax, data.baselines, task, group, str(split)).items():
+            handles.setdefault(label, h)
         ax.set_xscale("log")
         ax.set_xlabel("pretraining diversity D = N / C (log scale)")
         ax.set_ylabel(_score_label(metric, setting))
@@ -479,6 +481,46 @@ def _figure4_group(
     return FigureBlock(
         key, f"Saturation with diversity: {task}, C = {fmt_count(c)}", caption, svg, png
     )
+
+
+# Reference lines of baselines.json: grey shades and line styles, never a data series' colour.
+REFERENCE_STYLES = {
+    "pixels_knn": ("#555555", (0, (5, 2))),
+    "pixels_logreg": ("#555555", (0, (1, 1.5))),
+    "random_init": ("#999999", (0, (3, 1, 1, 1))),
+}
+
+
+def reference_lines(
+    ax: Axes, baselines: pd.DataFrame | None, task: str, group: pd.DataFrame, split: str
+) -> dict[str, Line2D]:
+    """Horizontal reference lines for the baselines that match a panel's probe setting.
+
+    A baseline row matches when its task, evaluation kind, label fraction, k, metric and split
+    equal the panel's (``group`` holds one probe setting and metric).
+
+    Returns:
+        legend label -> line handle.
+    """
+    from divssl.report.tables import BASELINE_LABELS
+
+    if baselines is None or group.empty:
+        return {}
+    first = group.iloc[0]
+    sel = (baselines["task"] == task) & (baselines["split"] == split)
+    sel &= (baselines["eval"] == first["eval"]) & (baselines["metric"] == first["metric"])
+    for col in ("label_fraction", "k"):
+        sel &= _eq(baselines[col], None if pd.isna(first[col]) else first[col])
+    out = {}
+    for name, rows in baselines[sel].groupby("baseline", sort=True):
+        color, dash = REFERENCE_STYLES.get(str(name), ("#777777", "--"))
+        for _, row in rows.iterrows():
+            what = "" if name != "random_init" else f" {row.get('backbone', '')}"
+            label = f"{BASELINE_LABELS.get(str(name), name)}{what} @ {row['image_size']} px"
+            out[label] = ax.axhline(
+                100.0 * float(row["value"]), color=color, linestyle=dash, linewidth=1.1, label=label
+            )
+    return out
 
 
 def _eq(series: pd.Series, value: Any) -> np.ndarray:

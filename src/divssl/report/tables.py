@@ -141,6 +141,7 @@ class StudyData:
     summaries: list[dict[str, Any]] = field(default_factory=list)
     configs: list[dict[str, Any]] = field(default_factory=list)
     factors: list[str] = field(default_factory=list)
+    baselines: pd.DataFrame | None = None  # reference rows of baselines.json (pixels, random)
 
     @property
     def condition(self) -> list[str]:
@@ -196,6 +197,7 @@ def load_study(study_dir: str | Path) -> StudyData:
         results_path=path,
         spec=spec,
         distances=read_distances(root),
+        baselines=read_baselines(root),
         summaries=summaries,
         configs=[c for c in configs if isinstance(c, dict)],
         factors=factors,
@@ -309,6 +311,81 @@ def grid_axes(spec: dict[str, Any]) -> list[str]:
             if key not in axes and key != "seed":
                 axes.append(str(key))
     return axes
+
+
+BASELINE_LABELS = {
+    "pixels_knn": "raw pixels, kNN",
+    "pixels_logreg": "raw pixels, logistic regression",
+    "random_init": "random-init encoder",
+}
+BASELINE_COLUMNS = ("baseline", "eval", "task", "label_fraction", "k", "split", "metric", "value")
+
+
+def read_baselines(study_dir: Path) -> pd.DataFrame | None:
+    """``baselines.json`` (rows of :func:`divssl.evaluate.baselines.compute_study_baselines`,
+    values as fractions); None when absent.
+
+    Raises:
+        ConfigError: rows lack one of :data:`BASELINE_COLUMNS`.
+    """
+    path = study_dir / "baselines.json"
+    if not path.is_file():
+        return None
+    frame = pd.DataFrame(read_json(path))
+    missing = [c for c in BASELINE_COLUMNS if c not in frame.columns]
+    if frame.empty or missing:
+        raise ConfigError("baselines.json", f"missing columns {missing}", BASELINE_COLUMNS)
+    return frame
+
+
+def baseline_table(data: StudyData) -> list[TableBlock]:
+    """Reference rows beside Table 1: raw-pixel kNN / logistic regression and a random-init
+    encoder on the same task split and probe setting, one table per task (top-1)."""
+    if data.baselines is None:
+        return []
+    ref = data.baselines[data.baselines["metric"] == "top1"]
+    blocks = []
+    for task, sub in ref.groupby("task", sort=True):
+        keys = ["baseline", "backbone", "image_size", "eval", "label_fraction", "k"]
+        keys = [k for k in keys if k in sub.columns]
+        wide = []
+        for vals, grp in sub.groupby(keys, dropna=False, sort=False):
+            rec = dict(zip(keys, vals, strict=True))
+            row = {
+                "reference": BASELINE_LABELS.get(rec["baseline"], rec["baseline"]),
+                "input": f"{rec.get('backbone', '')} @ {fmt_value(rec.get('image_size'))} px",
+                "probe": setting_label(rec["eval"], rec["label_fraction"], rec["k"]),
+            }
+            for split in ("id", "ood"):
+                cell = grp[grp["split"] == split]
+                row[f"{split.upper()} top-1 (%)"] = (
+                    _ci_cell(cell.iloc[0]) if len(cell) else MISSING
+                )
+            wide.append(row)
+        display = pd.DataFrame(wide)
+        blocks.append(
+            TableBlock(
+                key=slug("baselines", task),
+                title=f"{task}: reference baselines (no pretraining)",
+                caption=(
+                    f"Top-1 accuracy (%) on {task} of probes that need no pretraining: the same "
+                    "kNN / linear probe on raw pixels (the encoder's input, resized, in [0, 1]) "
+                    "and on a random-init encoder (initialisation seed 0). A pretrained encoder "
+                    "has learned something only where it beats these rows. Brackets: bootstrap "
+                    "95% interval over test images."
+                ),
+                display=display,
+                numbers=sub.reset_index(drop=True),
+            )
+        )
+    return blocks
+
+
+def _ci_cell(row: pd.Series) -> str:
+    value = f"{100.0 * float(row['value']):.1f}"
+    if _isna(row.get("ci_low")) or _isna(row.get("ci_high")):
+        return value
+    return f"{value} [{100.0 * float(row['ci_low']):.1f}, {100.0 * float(row['ci_high']):.1f}]"
 
 
 def read_distances(study_dir: Path) -> pd.DataFrame | None:

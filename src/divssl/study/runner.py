@@ -511,4 +511,12 @@ def run_study(
                     "error": distances_error,
                 },
             )
+    if plan.study.report.baselines and not (root / "baselines.json").is_file():
+        from divssl.evaluate.baselines import compute_study_baselines
+
+        try:  # reference rows only: a failure is recorded, the study's results stand
+            compute_study_baselines(root)
+        except ConfigError as exc:
+            event = {"job": "baselines", "kind": "baselines", "event": "failed"}
+            append_event(root, {**event, "error": str(exc)})
     return StudyOutcome(root, results, len(frame), distances_error)

@@ -230,6 +230,9 @@ class ReportSpec(_Strict):
     title: str | None = None
     contrasts: list[dict[str, Any]] = []  # findings: {name, a: {col: v}, b: {col: v}, paired}
     contrast_metric: dict[str, Any] = {}  # rows compared, e.g. {eval: linear, metric: top1}
+    # pixel kNN / logistic regression and a random-init encoder beside every kNN / cached linear
+    # evaluation (divssl.evaluate.baselines), computed once per study into baselines.json
+    baselines: bool = False
 
 
 class Study(_Strict):
