@@ -254,9 +254,7 @@ class StreamLoader:
         parts: list[torch.Tensor] = []
         part_labels: list[np.ndarray] = []
         filled = 0
-        for out in decode_chunks(
-            self._plan(skip, known), self.size, self.workers, self.max_pixels
-        ):
+        for out in decode_chunks(self._plan(skip, known), self.size, self.workers, self.max_pixels):
             learner.update(out)
             if discard is None:
                 discard = int(out.meta["pending_skip"])

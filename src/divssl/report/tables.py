@@ -358,9 +358,7 @@ def baseline_table(data: StudyData) -> list[TableBlock]:
             }
             for split in ("id", "ood"):
                 cell = grp[grp["split"] == split]
-                row[f"{split.upper()} top-1 (%)"] = (
-                    _ci_cell(cell.iloc[0]) if len(cell) else MISSING
-                )
+                row[f"{split.upper()} top-1 (%)"] = _ci_cell(cell.iloc[0]) if len(cell) else MISSING
             wide.append(row)
         display = pd.DataFrame(wide)
         blocks.append(

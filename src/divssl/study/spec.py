@@ -550,8 +550,7 @@ def validate_study(tree: dict[str, Any]) -> Study:
     if not re.fullmatch(r"[A-Za-z0-9._-]+", study.name) or study.name.startswith("."):
         raise ConfigError(
             "name",
-            "use letters, digits, '.', '_' or '-' only, not starting with '.', "
-            f"got {study.name!r}",
+            f"use letters, digits, '.', '_' or '-' only, not starting with '.', got {study.name!r}",
         )
     if study.out is not None and (not study.out.strip() or Path(study.out).name in (".", "..")):
         raise ConfigError("out", f"{study.out!r} names no study folder (empty, '.' or '..')")
