@@ -11,6 +11,8 @@ Example::
     python benchmarks/bench_recipe_learns.py --budget 100000
     python benchmarks/bench_recipe_learns.py --methods simclr --budget 15000 \
         --set optim.lars_clip=false
+    python benchmarks/bench_recipe_learns.py --methods simclr vicreg byol --budget 15000 \
+        --set recipe=small
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def pretrain(
 def recipes(
     method: Annotated[str | None, typer.Option(help="only this method")] = None,
     recipe: Annotated[
-        str | None, typer.Option(help="only this recipe: cifar, imagenet100 or imagenet")
+        str | None, typer.Option(help="only this recipe: cifar, imagenet100, imagenet or small")
     ] = None,
     markdown: Annotated[bool, typer.Option(help="print docs/recipes.md's Markdown")] = False,
 ) -> None:

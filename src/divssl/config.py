@@ -127,7 +127,7 @@ class Config(_Section):
     """A pretraining run. Keys are dotted on the command line: ``budget.images=50000``."""
 
     method: str = "simclr"
-    recipe: str = "auto"  # auto | cifar | imagenet100 | imagenet (`divssl recipes`)
+    recipe: str = "auto"  # auto | cifar | imagenet100 | imagenet | small (`divssl recipes`)
     backbone: str = "convnet_tiny"
     cifar_stem: bool = False  # ResNet 3x3/1 stem without max-pool for small images
     method_args: dict[str, Any] = {}  # the method's hyperparameters (its `Config` model)

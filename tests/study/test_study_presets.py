@@ -138,6 +138,7 @@ PRESETS = sorted(p.stem for p in STUDIES.glob("*.yaml"))
 # The paper presets' recipes (SSL-diversity paper, Appendix E: solo-learn's CIFAR parameters also
 # for Tiny-ImageNet, its ImageNet-100 parameters, the ImageNet ones also for YFCC100M).
 PAPER_RECIPES = {
+    "quickstart": "small",  # not a paper preset: divssl's CPU-scale recipe (docs/benchmarks.md)
     "table1_cifar100": "cifar", "table1_tinyimagenet": "cifar",
     "figure3_imagenet100": "imagenet100", "table2_imagenet_yfcc": "imagenet",
     "figure4_saturation": "imagenet", "table4_normalization": "imagenet",

@@ -1,11 +1,13 @@
 """Recipes as data: every hyperparameter of a method at a dataset scale, with its source.
 
-A *recipe* is one of :data:`RECIPE_NAMES` (``cifar``, ``imagenet100``, ``imagenet``); for each
-method it maps dotted config keys (``optim.base_lr``, ``method_args.temperature``,
+A *recipe* is one of :data:`RECIPE_NAMES` (``cifar``, ``imagenet100``, ``imagenet``, ``small``);
+for each method it maps dotted config keys (``optim.base_lr``, ``method_args.temperature``,
 ``augment.view2.solarize_p``, ...) to a :class:`Ref`: the value, where it comes from (repository,
 file, key) and a note (e.g. why divssl cannot honour it). The values are those of solo-learn's
 published configs at commit 9187ea3, which the SSL-diversity paper ran, or of the method's
-official repository where solo-learn has no file (see :mod:`divssl.recipes.data`).
+official repository where solo-learn has no file (see :mod:`divssl.recipes.data`). ``small`` is
+divssl's own CPU-scale recipe (tiny nets, tiny views, ~10^2 steps): the ``cifar`` rows except a
+few measured choices; ``recipe=auto`` never picks it, the user names it.
 
 :func:`divssl.config.load_config` fills every key the user did not set from the run's recipe, so
 ``config.yaml`` records every effective value. ``docs/recipes.md`` is :func:`recipes_markdown`'s
@@ -19,7 +21,7 @@ from typing import Any
 
 from divssl.errors import ConfigError, unknown_choice
 
-RECIPE_NAMES: tuple[str, ...] = ("cifar", "imagenet100", "imagenet")
+RECIPE_NAMES: tuple[str, ...] = ("cifar", "imagenet100", "imagenet", "small")
 
 # recipe=auto: views of at most this many pixels take the CIFAR recipe (CIFAR 32 px, Tiny-ImageNet
 # 64 px, the 16 px world), larger ones the ImageNet-100 recipe (the paper's 224 px scale; choose
@@ -71,6 +73,9 @@ class Ref:
 
 def pick_recipe(recipe: str, image_size: int) -> str:
     """Resolve ``recipe=auto`` from the view size; named recipes are returned unchanged.
+
+    ``auto`` picks only the references' recipes (``cifar`` or ``imagenet100``), never divssl's
+    ``small``.
 
     Raises:
         ConfigError: an unknown recipe name.
@@ -157,6 +162,11 @@ def recipes_markdown(method: str | None = None, recipe: str | None = None) -> st
         "listed with its source (repository@commit, file, key). `recipe=auto` takes `cifar` for",
         f"views of at most {AUTO_CIFAR_MAX_SIZE} px and `imagenet100` above. Keys given by the",
         "user override single values. `config.yaml` of every run records all resolved values.",
+        "",
+        "`small` is divssl's own CPU-scale recipe (tiny nets, tiny views, ~10^2 steps; the",
+        "quickstart's): the `cifar` rows except those whose source reads \"divssl: CPU-scale",
+        'choice", each with the measurement behind it (docs/benchmarks.md, "A CPU-scale',
+        'recipe"). `recipe=auto` never picks it.',
         "",
         "Epoch-valued settings (`*_epochs`) are in epochs, as the papers kept them: with",
         "`schedule.units=epochs` they are epochs of the run's subset (E = C / N is the run's",

@@ -11,6 +11,9 @@ Sources (every row names one):
 * where solo-learn has no ImageNet file (SimCLR, MoCo v3, DINO, SwAV, VICReg), the method's
   official repository, named in each row; rows whose file was not re-read while this table was
   built say so in their note ("recalled").
+* ``small``: divssl's own CPU-scale recipe (tiny nets, <= 32 px views, ~10^2 steps): the ``cifar``
+  rows, except the values named "divssl: CPU-scale choice" with the measurement behind each
+  (``docs/benchmarks.md``, "A CPU-scale recipe"). ``recipe=auto`` never picks it.
 * supervised: solo-learn has no supervised pretraining config; the standard references are
   ``kuangliu/pytorch-cifar`` (CIFAR ResNets) and ``pytorch/vision`` ``references/classification``
   (ImageNet; also used for ImageNet-100, which has no reference of its own).
@@ -828,8 +831,81 @@ def _vicreg_imagenet() -> dict[str, Ref]:
     return rows
 
 
+# ----------------------------------------------------------------------------- small (divssl)
+
+SMALL_SOURCE = "divssl: CPU-scale choice (docs/benchmarks.md, 'A CPU-scale recipe')"
+SIMCLR_CIFAR10 = (
+    "google-research/simclr README.md CIFAR-10 command (--color_jitter_strength=0.5 "
+    "--use_blur=False)"
+)
+OLD_DEFAULT = "divssl's LARS before issue 10 (351ae97)"
+# kNN top-1 on the world task at C = 15k, convnet_tiny, 16 px (docs/benchmarks.md); random init
+# scores 43.4%.
+LARC_OFF_NOTES = {
+    "simclr": "measured: with LARC clipping 33.7%, without 55.6% (SimCLR row's other values)",
+    "vicreg": "measured: without clipping 62.4%; the cifar recipe (with clipping) not scored",
+    "byol": (
+        "not enough for BYOL: without clipping 16.8% (below random init); BYOL does not learn "
+        "at ~10^2 steps with these values (with LR 0.3: 24.9%)"
+    ),
+}
+NOISE = "(about the 95% CI half-width, ~2 points)"
+LARC_OFF_DEFAULT_NOTE = "as SimCLR (measured there); not measured for this method"
+
+
+def _small_recipe(cifar: dict[str, dict[str, Ref]]) -> dict[str, dict[str, Ref]]:
+    """divssl's CPU-scale recipe: ``cifar`` with the few values that stop ~10^2-step runs of tiny
+    nets on tiny images from learning replaced, each with its measured reason.
+
+    Rows not replaced keep the ``cifar`` row (value, source and note) unchanged.
+    """
+    rows = {method: dict(table) for method, table in cifar.items()}
+
+    def choose(method: str, key: str, value: Any, source: str, note: str) -> None:
+        if key not in rows[method]:
+            raise KeyError(f"small recipe: {method} has no cifar row {key}")
+        rows[method][key] = Ref(value, source, note)
+
+    for method in rows:
+        if rows[method]["optim.name"].value == "lars":
+            note = LARC_OFF_NOTES.get(method, LARC_OFF_DEFAULT_NOTE)
+            choose(method, "optim.lars_clip", False, f"{SMALL_SOURCE}; {OLD_DEFAULT}", note)
+    # SimCLR: the SimCLR authors' own CIFAR-10 views (colour strength s = 0.5, no blur) and the
+    # SimCLR v1 projector with BN after the hidden layer, as divssl before issue 10: together
+    # with LARC off, the measured 55.6% configuration.
+    half = dict(
+        zip(("brightness", "contrast", "saturation", "hue"), (0.4, 0.4, 0.4, 0.1), strict=True)
+    )
+    for view in ("view1", "view2"):
+        for key, value in half.items():
+            choose(
+                "simclr",
+                f"augment.{view}.{key}",
+                value,
+                f"{SIMCLR_CIFAR10}; {SMALL_SOURCE}",
+                "measured: s = 1 (solo-learn) 54.1% vs s = 0.5 55.6% " + NOISE,
+            )
+        choose(
+            "simclr",
+            f"augment.{view}.blur_p",
+            0.0,
+            f"{SIMCLR_CIFAR10}; {SMALL_SOURCE}",
+            "measured: blur p 0.5 (a 3-px kernel at 16 px) 53.2% vs none 55.6% " + NOISE,
+        )
+    choose(
+        "simclr",
+        "method_args.proj_use_bn",
+        True,
+        f"{SMALL_SOURCE}; google-research/simclr model_util.py projection_head (BN)",
+        "measured: without BN (solo-learn) 48.4% vs with BN 55.6%",
+    )
+    return rows
+
+
+_CIFAR = _solo_recipe("cifar")
 RECIPES: dict[str, dict[str, dict[str, Ref]]] = {
-    "cifar": _solo_recipe("cifar"),
+    "cifar": _CIFAR,
     "imagenet100": _solo_recipe("imagenet100"),
     "imagenet": _imagenet(),
+    "small": _small_recipe(_CIFAR),
 }
