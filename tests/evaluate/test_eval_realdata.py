@@ -18,11 +18,12 @@ FILES = (
     "t10k-images-idx3-ubyte.gz",
     "t10k-labels-idx1-ubyte.gz",
 )
-# Measured once with exactly this test's settings (seed 0, CPU, torch 2.14.1, 2026-12-02; see
-# docs/results_fashion_mnist.md): SimCLR kNN top-1 84.06 % [83.2, 84.7], random init 81.41 %
-# [80.7, 81.9] on the official 10k test split, a gap of 2.65 points. The test asks for half of
-# it, leaving room for float differences between CPUs.
-MIN_GAIN = 0.013
+# Measured once with exactly this test's settings (seed 0, CPU, torch 2.14.1, 2026-12-02, after
+# issue 10's recipes: `recipe=small`): SimCLR kNN top-1 83.03 % [82.3, 83.7], random init 81.41 %
+# [80.7, 81.9] on the official 10k test split, a gap of 1.62 points. The test asks for half of
+# it, leaving room for float differences between CPUs. (The faithful `cifar` recipe scores 78.7 %
+# here, below random init: 117 steps are far from its 1000 epochs; see docs/benchmarks.md.)
+MIN_GAIN = 0.008
 
 
 def _require_data() -> None:
@@ -46,7 +47,8 @@ def test_simclr_on_fashion_mnist_beats_random_init(tmp_path):
     cfg = load_config(
         None,
         [
-            "method=simclr", "backbone=convnet_tiny", "image_size=28", "augment.preset=dino",
+            "method=simclr", "recipe=small", "backbone=convnet_tiny", "image_size=28",
+            "augment.preset=dino",
             f"data.pool={pool}", "subset.size=10000", "budget.images=30000", "batch_size=256",
             "seed=0",
             "tracking=none", "device=cpu", f"out={tmp_path / 'run'}",

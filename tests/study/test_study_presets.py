@@ -139,6 +139,7 @@ PRESETS = sorted(p.stem for p in STUDIES.glob("*.yaml"))
 # for Tiny-ImageNet, its ImageNet-100 parameters, the ImageNet ones also for YFCC100M).
 PAPER_RECIPES = {
     "quickstart": "small",  # not a paper preset: divssl's CPU-scale recipe (docs/benchmarks.md)
+    "fashion_mnist": "small",  # real data at CPU scale, same reason
     "table1_cifar100": "cifar", "table1_tinyimagenet": "cifar",
     "figure3_imagenet100": "imagenet100", "table2_imagenet_yfcc": "imagenet",
     "figure4_saturation": "imagenet", "table4_normalization": "imagenet",
@@ -146,7 +147,7 @@ PAPER_RECIPES = {
     "robustness_granularity": "imagenet", "robustness_diversity": "imagenet",
     "robustness_sources": "imagenet",
 }  # fmt: skip
-STEP_UNITS = {"quickstart", "robustness_quantity", "robustness_granularity",
+STEP_UNITS = {"quickstart", "fashion_mnist", "robustness_quantity", "robustness_granularity",
               "robustness_diversity", "robustness_sources"}  # fmt: skip
 
 
