@@ -547,6 +547,18 @@ def unresolved_keys(cfg: Config) -> list[str]:
     return [k for k in keys if _get_dotted(tree, k) is None]
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists and empty dicts stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """Plain dict of the resolved config (what ``config.yaml`` holds)."""
     return cfg.model_dump(mode="json")

@@ -38,7 +38,7 @@ from divssl.augment import AugmentPreset, make_views, preset_from_config
 from divssl.backbones import build_backbone, export_backbone
 from divssl.budget import Budget, resolve_images, scaled_lr, stream_positions, warmup_cosine
 from divssl.cache import cache_key
-from divssl.config import Config, config_to_dict, resolve_config
+from divssl.config import Config, config_to_dict, flatten, resolve_config
 from divssl.data.cache import StoredPool, default_store_size, load_stored_pool, pixel_limit
 from divssl.data.ordering import (
     Ordering,
@@ -611,17 +611,6 @@ RESUME_FREE_KEYS = (
 )
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
-
-
 def resume_differences(saved: dict[str, Any], given: dict[str, Any]) -> list[str]:
     """Dotted keys whose values differ between a run dir's config and a resumed config.
 
@@ -629,7 +618,7 @@ def resume_differences(saved: dict[str, Any], given: dict[str, Any]) -> list[str
     side only counts as a difference. Top-level keys come first (a changed ``method`` changes
     many recipe values below it; the cause should lead the message).
     """
-    a, b = _flatten(saved), _flatten(given)
+    a, b = flatten(saved), flatten(given)
     return sorted(
         (
             key
@@ -661,7 +650,7 @@ def check_resume_config(run_dir: Path, cfg: Config) -> None:
         given["data"]["store_size"] = store_size(cfg)  # the run dir records the effective value
     diffs = resume_differences(saved, given)
     if diffs:
-        a, b = _flatten(saved), _flatten(given)
+        a, b = flatten(saved), flatten(given)
         shown = "; ".join(
             f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in diffs[:8]
         )

@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from divssl.config import flatten
+
 RUN_TAG = "divssl.run"
 _BATCH_PARAMS = 100  # MLflow's log_batch limits
 _BATCH_METRICS = 1000
@@ -48,18 +50,6 @@ def tracking_uri(study_dir: str | Path, plan_doc: dict[str, Any], job: dict[str,
     """The store of a job: the study's ``tracking_uri``, the run's ``mlflow_uri``, or SQLite."""
     uri = plan_doc.get("tracking", {}).get("uri") or job.get("config", {}).get("mlflow_uri")
     return str(uri) if uri else default_uri(study_dir)
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, dotted + "."))
-        else:
-            out[dotted] = value
-    return out
 
 
 def _param_text(value: Any) -> str:
