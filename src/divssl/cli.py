@@ -62,8 +62,12 @@ def pretrain(
     from divssl.train import read_summary
 
     cfg = load_config(config, overrides or [])
-    run_dir = run_pretrain(cfg, resume=resume)
-    if dist.rank() != 0:  # under torchrun only rank 0 writes and reports the run
+    try:
+        run_dir = run_pretrain(cfg, resume=resume)
+        is_main = dist.rank() == 0  # under torchrun only rank 0 writes and reports the run
+    finally:
+        dist.cleanup()  # under torchrun: gloo threads left running abort the rank at exit
+    if not is_main:
         return
     summary = read_summary(run_dir)
     table = Table(title=f"run {run_dir}")

@@ -53,13 +53,19 @@ def ddp_command(config_path: Path, gpus: int) -> list[str]:
 
 def ddp_main(argv: Sequence[str]) -> int:
     """Entry point of one DDP rank: ``python -m divssl.study.backends CONFIG.yaml``."""
+    from divssl import distributed as dist
     from divssl.config import load_config
     from divssl.train import pretrain
 
     if len(argv) != 1:
         print("usage: python -m divssl.study.backends CONFIG.yaml", file=sys.stderr)
         return 2
-    pretrain(load_config(argv[0]), resume=True)
+    try:
+        pretrain(load_config(argv[0]), resume=True)
+    finally:
+        # A rank that exits with the gloo process group alive can abort ("terminate called
+        # without an active exception", SIGABRT) after its run completed: destroy it first.
+        dist.cleanup()
     return 0
 
 
