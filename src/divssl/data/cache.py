@@ -379,6 +379,15 @@ def _write_mmap(pool: Pool, size: int, workers: int, path: Path, meta_path: Path
         compact.unlink(missing_ok=True)
 
 
+def _cache_stem(pool: Pool, tag: str) -> str:
+    """File stem of an mmap cache entry: the pool's manifest hash, a size tag, and the pixel
+    limit when it is not the default (the limit decides which images count as corrupt)."""
+    stem = f"{pool.manifest_hash()}-{tag}"
+    if current_max_pixels() != DEFAULT_MAX_PIXELS:
+        stem += f"-px{current_max_pixels()}"
+    return stem
+
+
 def _load_mmap(
     pool: Pool, size: int, workers: int, cache_dir: str | Path | None
 ) -> tuple[ArrayPool, DecodeStats]:
@@ -386,9 +395,7 @@ def _load_mmap(
 
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "decoded"
     folder.mkdir(parents=True, exist_ok=True)
-    stem = f"{pool.manifest_hash()}-{size}"
-    if current_max_pixels() != DEFAULT_MAX_PIXELS:  # the limit decides which images are corrupt
-        stem += f"-px{current_max_pixels()}"
+    stem = _cache_stem(pool, str(size))
     path, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
     with FileLock(str(folder / f"{stem}.lock")):
         if not (path.is_file() and meta_path.is_file()):
@@ -737,9 +744,7 @@ def _store_mmap(
 
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "stored"
     folder.mkdir(parents=True, exist_ok=True)
-    stem = folder / f"{pool.manifest_hash()}-s{store_size}"
-    if current_max_pixels() != DEFAULT_MAX_PIXELS:  # the limit decides which images are corrupt
-        stem = stem.with_name(f"{stem.name}-px{current_max_pixels()}")
+    stem = folder / _cache_stem(pool, f"s{store_size}")
     with FileLock(str(stem.with_suffix(".lock"))):
         if not stem.with_suffix(".json").is_file():
             _write_store(pool, store_size, workers, stem)
