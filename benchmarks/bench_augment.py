@@ -1,4 +1,4 @@
-"""Throughput of batched view generation (``divssl.augment.make_views``).
+"""Throughput of batched view generation (``divssl.pretrain.augment.make_views``).
 
 Times every (preset, image size) pair on random uint8 images already on the device and prints
 source images per second (each image counts once, however many views it yields) from the median
@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from divssl.augment import PRESETS, get_preset, make_views
 from divssl.io import atomic_write_json
+from divssl.pretrain.augment import PRESETS, get_preset, make_views
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -58,9 +58,9 @@ def busy_process() -> subprocess.Popen:
 
 def run_pretrain(images: int, batch: int, threads: int | str, out: Path) -> dict[str, Any]:
     """One SimCLR run; its steady images/s and the thread counts it used."""
-    from divssl.config import load_config
     from divssl.io import read_json
-    from divssl.train import pretrain
+    from divssl.pretrain.config import load_config
+    from divssl.pretrain.loop import pretrain
 
     cfg = load_config(
         None,

@@ -110,8 +110,8 @@ def bench_metrics(
 
 def make_run_dir(root: Path, backbone: str, image_size: int) -> Path:
     """A run dir holding a randomly initialised backbone (seed 0)."""
-    from divssl.backbones import build_backbone, export_backbone
     from divssl.io import atomic_write_yaml
+    from divssl.pretrain.backbones import build_backbone, export_backbone
 
     torch.manual_seed(0)
     model, _ = build_backbone(backbone, image_size)

@@ -1,7 +1,7 @@
 """Loader throughput (images/s) for the three ways images reach the training loop.
 
 1. ``cached``: a decoded uint8 :class:`ArrayPool` (what ``load_array_pool`` returns) gathered into
-   (B, 3, S, S) batches along the budgeted stream (``divssl.budget.stream_positions``);
+   (B, 3, S, S) batches along the budgeted stream (``divssl.pretrain.budget.stream_positions``);
 2. ``folder``: an image folder of JPEGs decoded once by ``load_array_pool`` (PIL decode, resize,
    centre crop) in ``workers`` processes;
 3. ``wds``: WebDataset shards of the same JPEGs streamed by ``divssl.data.stream.stream_batches``
@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from divssl.budget import Budget, stream_positions
 from divssl.data.cache import load_array_pool
 from divssl.data.pool import ArrayPool, open_pool
 from divssl.data.stream import stream_batches
 from divssl.io import atomic_write_json
+from divssl.pretrain.budget import Budget, stream_positions
 
 
 def smooth_jpeg(seed: int, width: int = 256, height: int = 192) -> bytes:

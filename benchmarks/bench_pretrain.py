@@ -21,12 +21,10 @@ import time
 
 import torch
 
-from divssl.augment import get_preset, make_views
-from divssl.backbones import build_backbone
-from divssl.config import load_config
-from divssl.methods import get_method
-from divssl.threads import single_thread
-from divssl.train import (
+from divssl.pretrain.augment import get_preset, make_views
+from divssl.pretrain.backbones import build_backbone
+from divssl.pretrain.config import load_config
+from divssl.pretrain.loop import (
     _optim_settings,
     build_optimizer,
     count_flops_per_image,
@@ -34,6 +32,8 @@ from divssl.train import (
     step_batch,
     view_generator,
 )
+from divssl.pretrain.methods import get_method
+from divssl.threads import single_thread
 
 
 def _sync(device: torch.device) -> None:

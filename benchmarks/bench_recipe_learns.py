@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from divssl.config import load_config
 from divssl.evaluate.knn import run_knn
-from divssl.methods import method_names
-from divssl.train import pretrain
+from divssl.pretrain.config import load_config
+from divssl.pretrain.loop import pretrain
+from divssl.pretrain.methods import method_names
 
 POOL = "world:classes=10:per_class=1000:size=16:seed=0"
 TASK = "world:classes=10:per_class=200:size=16:seed=0"

@@ -4,7 +4,7 @@ For each view size, builds two stored pools of random images: *square* (every im
 ``store x store`` square, the old centre-crop layout) and *whole* (aspect ratios drawn
 log-uniformly in [3/4, 16/9], landscape or portrait, shorter side ``store``, packed with
 per-image extents). It times :meth:`~divssl.data.cache.StoredPool.gather` (host, padded batch)
-and :func:`~divssl.augment.make_views` with the preset on the device (extents for the whole
+and :func:`~divssl.pretrain.augment.make_views` with the preset on the device (extents for the whole
 pool), and prints source images per second from the median of the timed repeats after warm-up
 calls; CUDA is synchronised before each clock read. It also prints the stored bytes per million
 images of each layout.
@@ -26,9 +26,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from divssl.augment import PRESETS, get_preset, make_views
 from divssl.data.cache import StoredPool, default_store_size
 from divssl.io import atomic_write_json
+from divssl.pretrain.augment import PRESETS, get_preset, make_views
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -83,9 +83,9 @@ def _section(results: dict[str, Any], name: str, skip: set[str], fn: Callable[[]
 
 
 def _pretrain_summary(overrides: list[str]) -> dict[str, Any]:
-    from divssl.config import load_config
     from divssl.io import read_json
-    from divssl.train import pretrain
+    from divssl.pretrain.config import load_config
+    from divssl.pretrain.loop import pretrain
 
     run = pretrain(load_config(None, overrides))
     return read_json(run / "summary.json")
@@ -139,10 +139,10 @@ def ddp_equivalence(s: dict[str, Any], tmp: Path) -> dict[str, Any]:
     """One torchrun DDP rank on the device vs the same steps in-process on the CPU."""
     import yaml
 
-    from divssl.config import config_to_dict, load_config
     from divssl.io import read_json
+    from divssl.pretrain.config import config_to_dict, load_config
+    from divssl.pretrain.loop import pretrain
     from divssl.study.backends import ddp_command
-    from divssl.train import pretrain
 
     ref_run = pretrain(load_config(None, _ddp_config(s, "cpu", tmp / "ddp-ref")))
     dev_cfg = load_config(None, _ddp_config(s, s["device"], tmp / "ddp-dev"))

@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from divssl import cli
-from divssl.config import Config, load_config
 from divssl.data.pool import parse_spec
 from divssl.errors import ConfigError
-from divssl.train import _device
+from divssl.pretrain.config import Config, load_config
+from divssl.pretrain.loop import _device
 
 POOL = "data.pool=world:classes=4:per_class=16:size=16:seed=0"
 

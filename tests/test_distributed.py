@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from divssl import distributed as ddp
-from divssl import losses
 from divssl.errors import ConfigError
+from divssl.pretrain import losses
 
 WORLD = 2
 BATCH = 8

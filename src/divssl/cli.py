@@ -57,9 +57,9 @@ def pretrain(
 ) -> None:
     """One budgeted pretraining run -> run dir (config.yaml, summary.json, backbone.pt, ...)."""
     from divssl import distributed as dist
-    from divssl.config import load_config
-    from divssl.train import pretrain as run_pretrain
-    from divssl.train import read_summary
+    from divssl.pretrain.config import load_config
+    from divssl.pretrain.loop import pretrain as run_pretrain
+    from divssl.pretrain.loop import read_summary
 
     cfg = load_config(config, overrides or [])
     try:
@@ -103,7 +103,7 @@ def recipes(
     markdown: Annotated[bool, typer.Option(help="print docs/recipes.md's Markdown")] = False,
 ) -> None:
     """The recipe table: every hyperparameter of each method at each scale, with its source."""
-    from divssl.recipes import recipe_rows, recipes_markdown
+    from divssl.pretrain.recipes import recipe_rows, recipes_markdown
 
     if markdown:
         sys.stdout.write(recipes_markdown(method, recipe))

@@ -1,7 +1,7 @@
 """DDP-aware global-batch helpers for the losses, plus process-group setup for ``torchrun``.
 
 Every helper is a no-op (or the identity) when ``torch.distributed`` is not initialised, so the
-losses in :mod:`divssl.losses` run unchanged on one process.
+losses in :mod:`divssl.pretrain.losses` run unchanged on one process.
 
 Gradient convention. With DDP each rank ``r`` computes a loss ``L_r`` and the gradients are
 averaged over ranks, i.e. the update follows ``d(mean_r L_r)/dθ``. The differentiable collectives

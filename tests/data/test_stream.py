@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from divssl.budget import Budget
 from divssl.data.pool import open_pool
 from divssl.data.stream import shard_ordering, stream_batches, stream_subset, subset_keys
 from divssl.errors import ConfigError, RunFailed
+from divssl.pretrain.budget import Budget
 
 COUNTS = [7, 5, 9, 6, 8]  # samples per shard: 35 in all
 SIZE = 8

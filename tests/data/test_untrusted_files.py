@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from divssl.config import Config
 from divssl.data import cache
 from divssl.data.cache import (
     DEFAULT_MAX_PIXELS,
@@ -24,6 +23,7 @@ from divssl.data.cache import (
 )
 from divssl.data.pool import CorruptImage, open_pool
 from divssl.errors import ConfigError
+from divssl.pretrain.config import Config
 
 
 @pytest.fixture(autouse=True)

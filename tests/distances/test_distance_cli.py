@@ -10,10 +10,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from divssl.backbones import build_backbone, export_backbone
 from divssl.distances.cli import app
 from divssl.errors import ConfigError
 from divssl.io import atomic_write_yaml
+from divssl.pretrain.backbones import build_backbone, export_backbone
 
 WORLD = "world:classes=4:per_class=20:size=16"
 

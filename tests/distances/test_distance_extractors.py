@@ -12,7 +12,6 @@ import torch.nn.functional as F
 import torchvision
 from PIL import Image
 
-from divssl.backbones import build_backbone, export_backbone
 from divssl.data.pool import ArrayPool, CorruptImage
 from divssl.distances import extractors as ext_module
 from divssl.distances import get_extractor
@@ -28,6 +27,7 @@ from divssl.distances.pipeline import (
 )
 from divssl.errors import ConfigError
 from divssl.io import atomic_write_yaml
+from divssl.pretrain.backbones import build_backbone, export_backbone
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -204,8 +204,8 @@ def test_inception_loads_fid_layout_weights(tmp_path: Path) -> None:
 
 
 def test_run_dir_extractor_uses_eval_transform(tmp_path: Path) -> None:
-    from divssl.augment import eval_transform
-    from divssl.backbones import load_backbone
+    from divssl.pretrain.augment import eval_transform
+    from divssl.pretrain.backbones import load_backbone
 
     run = make_run_dir(tmp_path / "run")
     extractor = get_extractor(f"run:{run}")

@@ -9,10 +9,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from divssl.backbones import build_backbone, export_backbone
 from divssl.errors import ConfigError
 from divssl.evaluate.cli import app
 from divssl.io import atomic_write_yaml, read_json
+from divssl.pretrain.backbones import build_backbone, export_backbone
 
 TASK = "world:classes=4:per_class=25:size=16"
 runner = CliRunner()

@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from divssl.augment import eval_transform
-from divssl.backbones import build_backbone, export_backbone
 from divssl.errors import ConfigError
 from divssl.evaluate.features import (
     decode_size,
@@ -22,6 +20,8 @@ from divssl.evaluate.features import (
 from divssl.evaluate.linear import ProbeConfig, probe_images
 from divssl.evaluate.tasks import open_task
 from divssl.io import atomic_write_yaml
+from divssl.pretrain.augment import eval_transform
+from divssl.pretrain.backbones import build_backbone, export_backbone
 
 TASK = "world:classes=3:per_class=8:size=16"
 CPU = torch.device("cpu")

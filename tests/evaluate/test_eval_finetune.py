@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from divssl.backbones import build_backbone
 from divssl.errors import ConfigError, RunFailed
 from divssl.evaluate.finetune import FinetuneConfig, eval_steps, finetune
+from divssl.pretrain.backbones import build_backbone
 
 
 @pytest.fixture(autouse=True)

@@ -38,9 +38,9 @@ def _require_data() -> None:
 
 @pytest.mark.slow
 def test_simclr_on_fashion_mnist_beats_random_init(tmp_path):
-    from divssl.config import load_config
     from divssl.evaluate.knn import run_knn
-    from divssl.train import pretrain
+    from divssl.pretrain.config import load_config
+    from divssl.pretrain.loop import pretrain
 
     _require_data()
     pool = f"idx:root={FASHION_MNIST}"

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from divssl.config import Config
 from divssl.errors import ConfigError
+from divssl.pretrain.config import Config
 from divssl.study import plan as plan_mod
 from divssl.study.plan import build_plan, measure_plan, measure_throughput
 from divssl.study.runner import prepare_study
@@ -132,8 +132,8 @@ def test_flops_are_counted_once_per_distinct_model(tmp_path, monkeypatch):
 
 
 def test_real_flop_count_matches_the_training_loop(tmp_path):
-    from divssl.augment import get_preset
-    from divssl.train import count_flops_per_image
+    from divssl.pretrain.augment import get_preset
+    from divssl.pretrain.loop import count_flops_per_image
 
     plan = build_plan(study_from_tree(tiny_tree()), tmp_path)
     cfg = Config.model_validate(plan.runs[0].config)

@@ -79,16 +79,16 @@ def test_a_held_lock_means_another_runner_has_the_job(finished):
 
 
 def test_a_failed_run_is_recorded_and_the_others_continue(tmp_path, monkeypatch, quiet_console):
-    import divssl.train
+    import divssl.pretrain.loop
 
-    real = divssl.train.pretrain
+    real = divssl.pretrain.loop.pretrain
 
     def flaky(cfg, resume=False, **kw):
         if cfg.seed == 1:
             raise RunFailed("non-finite loss nan at step 1 (test)")
         return real(cfg, resume=resume, **kw)
 
-    monkeypatch.setattr(divssl.train, "pretrain", flaky)
+    monkeypatch.setattr(divssl.pretrain.loop, "pretrain", flaky)
     tree = tiny_tree(grid={"pool": ["w"], "seed": [0, 1]})
     plan = build_plan(study_from_tree(tree), tmp_path / "s", count_flops=False)
     outcome = run_study(plan, console=quiet_console)
@@ -100,14 +100,14 @@ def test_a_failed_run_is_recorded_and_the_others_continue(tmp_path, monkeypatch,
     assert failure["type"] == "RunFailed" and "non-finite loss" in failure["error"]
     assert failure["stage"] == "pretrain" and failure["attempts"] == 1
     assert "non-finite" in quiet_console.file.getvalue()
-    monkeypatch.setattr(divssl.train, "pretrain", real)
+    monkeypatch.setattr(divssl.pretrain.loop, "pretrain", real)
     retry = run_study(plan, console=quiet_console)
     assert {r["id"]: r["status"] for r in retry.results} == {good.id: "skipped", bad.id: "done"}
     assert not (bad.run_dir / "failed.json").exists()
 
 
 def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, quiet_console):
-    from divssl.train import pretrain
+    from divssl.pretrain.loop import pretrain
 
     tree = tiny_tree(grid={"pool": ["w"]})
     tree["base"]["budget.images"] = 128  # 4 steps, a checkpoint after each

@@ -8,7 +8,7 @@ class-balanced as possible: while classes still have images, per-class counts di
 
 The ordering is tied to the pool it was made from through the pool's manifest hash and carries its
 own hash (sha256 over the key order, seed, balanced flag and manifest), checked on load. It is the
-*subset* seed; the sample order inside training (``divssl.budget.stream_positions``) and
+*subset* seed; the sample order inside training (``divssl.pretrain.budget.stream_positions``) and
 augmentation use separate seeds.
 """
 

@@ -6,7 +6,8 @@ A streaming pool has no random access, so its ordering is over shards:
   N samples along it — whole shards, then a prefix (tar order) of the next one
   (:func:`stream_subset`). Subsets of growing N are nested, as with random-access orderings.
 * The budgeted stream (:func:`stream_batches`) makes repeated passes over the subset. Pass ``e``
-  visits the subset's shards in the order ``divssl.budget.pass_permutation(n_shards, order_seed,
+  visits the subset's shards in the order ``divssl.pretrain.budget.pass_permutation(n_shards,
+  order_seed,
   e)``; within a shard, samples go through a shuffle buffer of ``pool.buffer`` samples seeded by
   ``(order_seed, e, shard)``. Batches are cut from this stream by ``batch_sizes``, so exactly
   ``sum(batch_sizes)`` images are consumed (C, with ``Budget.batch_sizes``).
@@ -30,10 +31,10 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from divssl.budget import pass_permutation
 from divssl.data.pool import Pool
 from divssl.data.readers.wds import DecodedChunk, RawChunk, RawItem, WdsPool, decode_chunks
 from divssl.errors import ConfigError, RunFailed
+from divssl.pretrain.budget import pass_permutation
 
 T = TypeVar("T")
 _CHUNK = 64  # samples decoded per worker task

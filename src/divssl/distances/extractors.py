@@ -21,7 +21,8 @@ Names:
   (``$DIVSSL_MUGS_VITB16_WEIGHTS``; ``state_dict`` / ``teacher`` wrappers, ``module.`` /
   ``backbone.`` prefixes and MUGS's ``relation_blocks`` are handled).
 * ``run:DIR`` — the backbone of a divssl run directory (``backbone.pt`` + ``config.yaml``),
-  fed exactly what the probes see: ``divssl.augment.eval_transform`` at the run's image size.
+  fed exactly what the probes see: ``divssl.pretrain.augment.eval_transform`` at the run's image
+  size.
 * ``tv:NAME`` / ``timm:NAME`` — any torchvision / timm architecture with ``weights=PATH``; its
   classification head is replaced by the identity so the features are the pooled penultimate layer.
 
@@ -327,7 +328,7 @@ def default_layers(model: nn.Module) -> list[str]:
     Raises:
         ConfigError: no rule applies to this architecture (pass ``layers`` explicitly).
     """
-    from divssl.backbones import ConvNetTiny
+    from divssl.pretrain.backbones import ConvNetTiny
 
     names = dict(model.named_modules())
     if isinstance(model, ConvNetTiny):
@@ -524,9 +525,9 @@ def _build_library(
 
 
 def _build_run(run_dir: Path) -> tuple[nn.Module, Transform, int, str]:
-    from divssl.augment import eval_transform
-    from divssl.backbones import load_backbone
     from divssl.io import read_yaml
+    from divssl.pretrain.augment import eval_transform
+    from divssl.pretrain.backbones import load_backbone
 
     cfg_path, weights = run_dir / "config.yaml", run_dir / "backbone.pt"
     for p in (cfg_path, weights):

@@ -12,7 +12,8 @@ A pretrained encoder "learns" only if its probe beats what needs no pretraining 
   ``init="random"``).
 
 Raw pixels are the images the encoder sees — decoded and resized to its ``image_size`` by
-:func:`~divssl.augment.eval_transform` — before the ImageNet mean/std normalisation, as values in
+:func:`~divssl.pretrain.augment.eval_transform` — before the ImageNet mean/std normalisation, as
+values in
 [0, 1], flattened to (N, 3 S^2). Every baseline uses the task, label fractions, k, temperature,
 probe settings, bootstrap and seeds of the study's evaluation it stands beside.
 
@@ -42,13 +43,14 @@ def pixel_features(images: np.ndarray, image_size: int, batch_size: int = 4096) 
 
     Args:
         images: (N, H, W, 3) uint8 images (may be memory-mapped).
-        image_size: S, the side the encoder sees after :func:`~divssl.augment.eval_transform`.
+        image_size: S, the side the encoder sees after
+            :func:`~divssl.pretrain.augment.eval_transform`.
         batch_size: images per resize batch.
 
     Returns:
         (N, 3 * S * S) float32 pixel values in [0, 1].
     """
-    from divssl.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+    from divssl.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)

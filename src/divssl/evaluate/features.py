@@ -3,7 +3,8 @@
 An :class:`Encoder` is a backbone loaded from a run dir's ``backbone.pt`` (``init="pretrained"``)
 or freshly initialised from a seed (``init="random"``, the random-init baseline). Features of a
 task split are extracted once, in eval mode, under ``torch.inference_mode()`` with the
-deterministic :func:`divssl.augment.eval_transform` (bf16 autocast on CUDA where supported, fp32
+deterministic :func:`divssl.pretrain.augment.eval_transform` (bf16 autocast on CUDA where
+supported, fp32
 otherwise), and cached on disk under ``features/<key>.npz`` where the key hashes
 
 * the encoder identity: the checkpoint's SHA-256, or the backbone name, init seed and torch version
@@ -166,7 +167,7 @@ def load_encoder(
     Raises:
         ConfigError: unknown init, missing run files, or missing backbone/image size.
     """
-    from divssl.backbones import build_backbone, load_backbone
+    from divssl.pretrain.backbones import build_backbone, load_backbone
 
     if init not in INITS:
         raise unknown_choice("init", init, INITS)
@@ -214,7 +215,7 @@ def decode_size(image_size: int) -> int:
     below, then centre-crops S; decoding at that shorter side (and centre-cropping square) keeps
     the same pixels for square crops and skips a second resize.
     """
-    from divssl.augment import EVAL_CROP_FRACTION, EVAL_CROP_MIN_SIZE
+    from divssl.pretrain.augment import EVAL_CROP_FRACTION, EVAL_CROP_MIN_SIZE
 
     if image_size >= EVAL_CROP_MIN_SIZE:
         return round(image_size / EVAL_CROP_FRACTION)
@@ -279,7 +280,7 @@ def forward_batches(
     Returns:
         (N, F) float32 outputs on the CPU.
     """
-    from divssl.augment import eval_transform
+    from divssl.pretrain.augment import eval_transform
 
     if batch_size < 1:
         raise ConfigError("batch_size", f"must be >= 1, got {batch_size}")

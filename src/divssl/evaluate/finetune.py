@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from divssl.budget import scaled_lr, warmup_cosine
 from divssl.errors import ConfigError, RunFailed
+from divssl.pretrain.budget import scaled_lr, warmup_cosine
 
 
 @dataclass
@@ -147,8 +147,8 @@ def finetune(
     Raises:
         RunFailed: a non-finite loss.
     """
-    from divssl.augment import get_preset, make_views
     from divssl.evaluate.features import autocast
+    from divssl.pretrain.augment import get_preset, make_views
 
     n = len(images)
     if n < 2:

@@ -52,8 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from divssl.budget import scaled_lr, warmup_cosine
 from divssl.errors import ConfigError, RunFailed, unknown_choice
+from divssl.pretrain.budget import scaled_lr, warmup_cosine
 from divssl.threads import single_thread
 
 DEFAULT_FRACTIONS: tuple[float, ...] = (1, 5, 10, 50, 100)
@@ -731,8 +731,8 @@ def probe_images(
         device: compute device.
         val: optional explicit validation (features, labels).
     """
-    from divssl.augment import get_preset, make_views
     from divssl.evaluate.features import autocast, eval_mode
+    from divssl.pretrain.augment import get_preset, make_views
 
     preset = get_preset("supervised", image_size)
     gen = torch.Generator(device=device)

@@ -54,8 +54,8 @@ def ddp_command(config_path: Path, gpus: int) -> list[str]:
 def ddp_main(argv: Sequence[str]) -> int:
     """Entry point of one DDP rank: ``python -m divssl.study.backends CONFIG.yaml``."""
     from divssl import distributed as dist
-    from divssl.config import load_config
-    from divssl.train import pretrain
+    from divssl.pretrain.config import load_config
+    from divssl.pretrain.loop import pretrain
 
     if len(argv) != 1:
         print("usage: python -m divssl.study.backends CONFIG.yaml", file=sys.stderr)

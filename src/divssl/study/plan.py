@@ -1,7 +1,8 @@
 """Plans: a study's grid expanded into validated runs with C, N, E, D, FLOPs and a measured time.
 
 :func:`build_plan` turns every grid point into a resolved pretraining config (validated with
-:func:`divssl.config.load_config` before anything runs; every invalid point is reported with its
+:func:`divssl.pretrain.config.load_config` before anything runs; every invalid point is reported
+with its
 grid values), opens the pools once to resolve N (subset sizes, compositions, derived pools), sets
 the epoch-normalized budgets, and names each run by a content hash: the first 12 hex digits of the
 SHA-256 of its resolved config (without ``out``, and with the study folder written as
@@ -9,7 +10,8 @@ SHA-256 of its resolved config (without ``out``, and with the study folder writt
 ``STUDY_DIR/runs/<hash>``; grid points that resolve to the same config share one run.
 
 FLOPs per image are counted once per distinct model (method, backbone, image size, stem, view
-preset, method settings) with :func:`divssl.train.count_flops_per_image`. :func:`measure_plan`
+preset, method settings) with :func:`divssl.pretrain.loop.count_flops_per_image`.
+:func:`measure_plan`
 times a few real training steps of each distinct model on the current device (synchronised,
 median after a warm-up) and caches the measurement in ``STUDY_DIR/throughput.json``, so the
 estimated time is measured, not guessed.
@@ -31,10 +33,10 @@ from typing import Any
 
 import torch
 
-from divssl.budget import Budget, resolve_images
-from divssl.config import Config, config_to_dict, load_config
 from divssl.data.pool import Pool
 from divssl.errors import ConfigError
+from divssl.pretrain.budget import Budget, resolve_images
+from divssl.pretrain.config import Config, config_to_dict, load_config
 from divssl.study.spec import DerivedPool, FinetuneEval, Study
 
 PLAN_FORMAT = "divssl-plan/1"
@@ -244,7 +246,7 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 def load_run_config(tree: dict[str, Any]) -> Config:
     """Validate a nested config tree exactly as ``divssl pretrain --config FILE`` would.
 
-    The tree goes through :func:`divssl.config.load_config` via a temporary YAML file, so a
+    The tree goes through :func:`divssl.pretrain.config.load_config` via a temporary YAML file, so a
     study accepts exactly what a single run accepts (same defaults, same errors).
     """
     import yaml
@@ -586,9 +588,9 @@ def model_settings(cfg: Config) -> dict[str, Any]:
 
 
 def build_method(cfg: Config, num_classes: int | None, device: torch.device) -> Any:
-    """Backbone + method exactly as :func:`divssl.train.pretrain` builds them."""
-    from divssl.backbones import build_backbone
-    from divssl.methods import get_method
+    """Backbone + method exactly as :func:`divssl.pretrain.loop.pretrain` builds them."""
+    from divssl.pretrain.backbones import build_backbone
+    from divssl.pretrain.methods import get_method
 
     method_cls = get_method(cfg.method)
     backbone, feat_dim = build_backbone(cfg.backbone, cfg.image_size, cfg.cifar_stem)
@@ -598,7 +600,7 @@ def build_method(cfg: Config, num_classes: int | None, device: torch.device) -> 
 
 
 def _preset(cfg: Config) -> Any:
-    from divssl.augment import preset_from_config
+    from divssl.pretrain.augment import preset_from_config
 
     return preset_from_config(cfg)
 
@@ -608,7 +610,7 @@ _FLOPS_CACHE: dict[str, float] = {}  # per process: presets share their big mode
 
 def count_model_flops(cfg: Config, num_classes: int | None) -> float:
     """FLOPs per source image (all views, forward + backward) on CPU, counted once per model."""
-    from divssl.train import count_flops_per_image
+    from divssl.pretrain.loop import count_flops_per_image
 
     key = json.dumps([model_settings(cfg), num_classes], sort_keys=True)
     if key not in _FLOPS_CACHE:
@@ -799,7 +801,7 @@ def _pool_name(study: Study, cfg: Config) -> str | None:
 
 
 def _num_classes(res: _Resolver, cfg: Config) -> int | None:
-    from divssl.methods import get_method
+    from divssl.pretrain.methods import get_method
 
     if not get_method(cfg.method).needs_labels:
         return None
@@ -860,9 +862,9 @@ def measure_throughput(
     Returns:
         Images per second (batch / median step time) and the timed step seconds.
     """
-    from divssl.augment import make_views
-    from divssl.config import resolve_config
-    from divssl.train import _autocast_dtype, _optim_settings, build_optimizer
+    from divssl.pretrain.augment import make_views
+    from divssl.pretrain.config import resolve_config
+    from divssl.pretrain.loop import _autocast_dtype, _optim_settings, build_optimizer
 
     cfg = resolve_config(cfg)  # idempotent: a Config built in Python gets its recipe values
 

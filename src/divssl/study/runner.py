@@ -132,7 +132,7 @@ def _pretrain(study_dir: Path, plan_doc: dict[str, Any], job: dict[str, Any]) ->
         if not pretrain_done(folder):
             raise RunFailed(f"DDP pretraining of {job['id']} ended without a completed summary")
         return
-    from divssl.train import pretrain
+    from divssl.pretrain.loop import pretrain
 
     cfg = load_run_config(job["config"])
     pretrain(cfg, resume=True)

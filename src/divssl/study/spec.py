@@ -370,7 +370,7 @@ def substitute(node: Any, params: dict[str, Any], path: str = "") -> Any:
 
 
 def _config_key_exists(dotted: str) -> bool:
-    from divssl.config import Config
+    from divssl.pretrain.config import Config
 
     model: Any = Config
     parts = dotted.split(".")
@@ -388,7 +388,7 @@ def _config_key_exists(dotted: str) -> bool:
 
 
 def _axis_choices() -> list[str]:
-    from divssl.config import Config
+    from divssl.pretrain.config import Config
 
     return [*SPECIAL_AXES, *Config.model_fields]
 
@@ -400,8 +400,8 @@ def _check_registry(values: list[Any], fld: str, choices: list[str]) -> None:
 
 
 def _check_axis(key: str, values: Any, fld: str, study: dict[str, Any]) -> None:
-    from divssl.backbones import BACKBONES
-    from divssl.methods import method_names
+    from divssl.pretrain.backbones import BACKBONES
+    from divssl.pretrain.methods import method_names
 
     if key == "composition":
         if not isinstance(values, dict) or not values:
@@ -569,7 +569,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     Raises:
         ConfigError: unreadable file, unknown parameter, or an invalid section.
     """
-    from divssl.config import read_yaml_file
+    from divssl.pretrain.config import read_yaml_file
 
     return study_from_tree(read_yaml_file(path, "study"), overrides)
 
