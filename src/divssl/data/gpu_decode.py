@@ -20,6 +20,9 @@ resized to its *storage* resolution (shorter side ``store_size``, aspect kept, n
 the CPU path. Files are read through the pool's own checks (``read_bytes``: links out of the root,
 non-regular files) and every header is checked against ``data.max_pixels`` before any decode.
 
+WebDataset streams use the same device decode per chunk of samples
+(:func:`decode_store_blobs`, called by :mod:`divssl.data.readers.wds` when pretraining on CUDA).
+
 Device ``cpu`` runs the same code with torchvision's CPU JPEG decoder (used by the tests and as
 the fallback when no GPU is present).
 """

@@ -18,7 +18,13 @@ A streaming pool has no random access, so its ordering is over shards:
   The batches after the resume point are identical to those of an uninterrupted stream.
 
 Tar files are read in the calling process (cheap, sequential I/O); images are decoded in
-``workers`` DataLoader worker processes, and the stream does not depend on ``workers``.
+``workers`` DataLoader worker processes, and the stream does not depend on ``workers``. For
+pretraining (``store_size``) the images are whole, at storage resolution, padded per batch with
+their extents; on a CUDA training device their JPEGs are decoded on the GPU in the calling
+process, one batched ``decode_jpeg`` call per chunk (:mod:`divssl.data.gpu_decode`).
+
+Memory is bounded whatever the pool size: ``pool.buffer`` encoded samples in the shuffle buffer,
+at most ``4 x workers`` decoded chunks of 64 images in flight, and the batch being assembled.
 """
 
 from __future__ import annotations

@@ -15,6 +15,13 @@ counts, read from ``index.json`` beside the shards (written by ``divssl data ind
 for shards missing from it or changed since (size/mtime), counted by one streaming pass whose
 result is stored in the divssl cache. ``len()`` is the total; keys are ``"<shard>/<key>"``.
 
+Pretraining streams whole images: each sample is decoded at storage resolution (shorter side
+``data.store_size``, aspect kept, never upsampled; :meth:`WdsPool.iter_stored`,
+``decode_chunks(..., store_size=...)``), as random-access pools are stored, so that crops are
+sampled over each image's true extent; on CUDA the JPEGs of each chunk are decoded in one batched
+``decode_jpeg`` call (:func:`divssl.data.gpu_decode.decode_store_blobs`). The square
+``iter_resized`` path (shorter side, centre crop) serves evaluation's fixed-size arrays.
+
 Corrupt samples are recorded per shard as ``checked`` (a prefix of the shard, in tar order, whose
 samples have all been decoded once) and ``corrupt`` (positions in that prefix that failed), from
 ``index-shards --verify`` or learned while streaming (stored in the divssl cache). A resumed stream
