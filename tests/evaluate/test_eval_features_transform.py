@@ -134,3 +134,17 @@ def test_cifar_scale_uses_the_whole_32px_image() -> None:
 def test_transform_rejects_float_input() -> None:
     with pytest.raises(ValueError, match="uint8"):
         eval_transform(torch.zeros(1, 3, 8, 8), eval_geometry(8, "cifar"))
+
+
+@pytest.mark.parametrize("size", [16, 32, 64, 65, 96, 128, 224])
+def test_features_transform_equals_the_shared_eval_transform_under_auto(size: int) -> None:
+    # Pixel baselines and run-dir distance extractors use divssl.augment.eval_transform; on the
+    # decoded split images (shorter side decode_size, centre square) both give the same input.
+    from divssl.augment import eval_transform as shared
+
+    rng = np.random.default_rng(size)
+    img = _photo(rng, 3 * size, 4 * size)
+    decoded = resize_center_crop(img, decode_size(size))
+    batch = torch.from_numpy(np.array(decoded)).permute(2, 0, 1)[None]
+    ours = eval_transform(batch, eval_geometry(size))
+    torch.testing.assert_close(ours, shared(batch, size), rtol=0, atol=1e-5)
