@@ -245,6 +245,10 @@ _NORM_NOTE = (
     "pretraining views and evaluation alike (the backbone sees at evaluation the statistics it "
     "was trained on)"
 )
+_DINO_NOTE = (
+    "bilinear as solo-learn (the paper's code); facebookresearch/dino eval_knn.py and "
+    "eval_linear.py use the same geometry with bicubic (Resize(256, interpolation=3))"
+)
 # Recipe scale -> the reference's validation transform (see divssl.recipes for the recipes).
 EVAL_PROTOCOLS: dict[str, EvalProtocol] = {
     "cifar": EvalProtocol(
@@ -262,7 +266,7 @@ EVAL_PROTOCOLS: dict[str, EvalProtocol] = {
         mean=_IMAGENET_STATS[0],
         std=_IMAGENET_STATS[1],
         source=f"{_SOLO_T_VAL} imagenet_pipeline['T_val']: Resize(256), CenterCrop(224)",
-        note="at S px: shorter side to round(S * 256 / 224), centre S x S",
+        note="at S px: shorter side to round(S * 256 / 224), centre S x S; " + _DINO_NOTE,
     ),
     "imagenet": EvalProtocol(
         crop=224,  # transforms.CenterCrop(224)
@@ -270,7 +274,7 @@ EVAL_PROTOCOLS: dict[str, EvalProtocol] = {
         mean=_IMAGENET_STATS[0],
         std=_IMAGENET_STATS[1],
         source=f"{_SOLO_T_VAL} imagenet_pipeline['T_val']: Resize(256), CenterCrop(224)",
-        note="at S px: shorter side to round(S * 256 / 224), centre S x S",
+        note="at S px: shorter side to round(S * 256 / 224), centre S x S; " + _DINO_NOTE,
     ),
     "small": EvalProtocol(
         crop=32,
