@@ -159,13 +159,27 @@ def header_pixels(blob: bytes) -> int | None:
     return width * height
 
 
-def _store_resize(image: torch.Tensor, store_size: int) -> np.ndarray:
-    """(3, H, W) uint8 tensor -> (h, w, 3) uint8 host array at storage resolution."""
+def _store_resize(image: torch.Tensor, store_size: int) -> torch.Tensor:
+    """(3, H, W) uint8 tensor -> (h, w, 3) uint8 tensor at storage resolution, same device."""
     h, w = image.shape[-2:]
     new_h, new_w = store_shape(int(h), int(w), store_size)
     if (new_h, new_w) != (h, w):
         image = TF.resize(image, [new_h, new_w], antialias=True)
-    return image.permute(1, 2, 0).contiguous().cpu().numpy()
+    return image.permute(1, 2, 0)
+
+
+def _to_host(images: list[torch.Tensor]) -> list[np.ndarray]:
+    """(h, w, 3) device tensors -> host arrays with one device-to-host copy (one sync, not one
+    per image); the arrays are views of one buffer."""
+    if not images:
+        return []
+    flat = torch.cat([t.reshape(-1) for t in images]).cpu().numpy()
+    out, start = [], 0
+    for t in images:
+        n = t.numel()
+        out.append(flat[start : start + n].reshape(t.shape))
+        start += n
+    return out
 
 
 def decode_store_blobs(
@@ -205,9 +219,12 @@ def decode_store_blobs(
             todo.append(pos)
             present.append(blob)
     decoded = _decode_on_device(present, torch.device(device))
+    on_device = [(pos, img) for pos, img in zip(todo, decoded, strict=True) if img is not None]
+    host = _to_host([_store_resize(img, store_size) for _, img in on_device])
+    for (pos, _), arr in zip(on_device, host, strict=True):
+        out[pos] = arr
     for pos, blob, img in zip(todo, present, decoded, strict=True):
         if img is not None:
-            out[pos] = _store_resize(img, store_size)
             continue
         try:
             image = open_rgb(blob, keys[pos], max_pixels=limit, target=store_size)
