@@ -9,7 +9,9 @@ Sections (each timed and recorded; a failing section records its error and the r
 3. ``ddp_equivalence``: a short fp32 run as one DDP rank under ``torchrun`` on the device against
    the same run in-process on the CPU; the exported backbones' largest relative difference;
 4. ``jpeg_decode``: images/s of :func:`divssl.data.gpu_decode.decode_resize_batch` on the device
-   against the CPU PIL path, on synthetic 500 x 375 JPEGs.
+   against the CPU PIL path, on synthetic 500 x 375 JPEGs, and of
+   :func:`divssl.data.gpu_decode.decode_store_blobs` (whole images at storage resolution, the
+   path pretraining on folder and wds pools uses).
 
 On one H100/H200 the whole check takes well under 10 minutes. ``--smoke`` runs every section
 tiny on the CPU (a tiny backbone, 32 px, few steps, gloo for DDP), to check the script itself
@@ -212,6 +214,16 @@ def jpeg_decode(s: dict[str, Any]) -> dict[str, Any]:
     for lo in range(0, len(blobs), batch):
         res = decode_resize_batch(blobs[lo : lo + batch], size, dev)
     device_s = time.perf_counter() - start
+    # the pretraining path: whole images at storage resolution (folder and wds pools)
+    from divssl.data.cache import default_store_size
+    from divssl.data.gpu_decode import decode_store_blobs
+
+    store_size = default_store_size(size)
+    keys = [str(i) for i in range(len(blobs))]
+    start = time.perf_counter()
+    for lo in range(0, len(blobs), batch):
+        decode_store_blobs(blobs[lo : lo + batch], keys[lo : lo + batch], store_size, dev)
+    store_s = time.perf_counter() - start
     cpu_n = min(len(blobs), 128)
     start = time.perf_counter()
     for b in blobs[:cpu_n]:
@@ -223,6 +235,8 @@ def jpeg_decode(s: dict[str, Any]) -> dict[str, Any]:
         "size": size,
         "device": str(dev),
         "device_images_per_second": len(blobs) / device_s,
+        "store_size": store_size,
+        "device_store_images_per_second": len(blobs) / store_s,
         "cpu_pil_images_per_second_one_process": cpu_n / cpu_s,
         "last_batch_on_device": len(res.on_device),
     }

@@ -31,3 +31,4 @@ def test_gpu_check_smoke_writes_every_section(tmp_path) -> None:
     assert ddp["world_size"] == 1 and ddp["equivalent"] and ddp["max_rel_weight_diff"] < 1e-6
     dec = doc["jpeg_decode"]
     assert dec["device_images_per_second"] > 0 and dec["last_batch_on_device"] == dec["images"]
+    assert dec["device_store_images_per_second"] > 0 and dec["store_size"] == 32

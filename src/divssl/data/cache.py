@@ -611,24 +611,40 @@ class StoredPool(Pool):
         extents = self.extents[indices]
         if self.images is not None:
             return np.ascontiguousarray(self.images[indices]), extents
-        height, width = (int(v) for v in extents.max(axis=0))
-        out = np.zeros((len(indices), height, width, 3), dtype=np.uint8)
-        for row, index in enumerate(indices.tolist()):
-            img = self.read(index)
-            h, w = img.shape[:2]
-            out[row, :h, :w] = img
-            if w < width:
-                out[row, :h, w] = img[:, w - 1]
-            if h < height:
-                cols = min(w + 1, width)
-                out[row, h, :cols] = out[row, h - 1, :cols]
-        return out, extents
+        return pad_images([self.read(int(i)) for i in indices.tolist()])[0], extents
 
     def content_fingerprint(self) -> bytes:
         h = hashlib.sha256(self.extents.tobytes())
         step = max(1, len(self.pixels) // (1 << 20))
         h.update(np.ascontiguousarray(self.pixels[::step]).tobytes())
         return h.digest()
+
+
+def pad_images(images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Pad whole images of different shapes into one batch (see :meth:`StoredPool.gather`).
+
+    Each image fills the top-left ``(h, w)`` of its row; the column right of it and the row
+    below it replicate its border (all a bilinear crop inside the extent can read); the rest is
+    zeros.
+
+    Args:
+        images: B arrays (h_i, w_i, 3) uint8.
+
+    Returns:
+        Images (B, H, W, 3) uint8 with H, W the largest extents, and extents (B, 2) int64.
+    """
+    extents = np.array([img.shape[:2] for img in images], dtype=np.int64).reshape(-1, 2)
+    height, width = (int(v) for v in extents.max(axis=0)) if len(images) else (0, 0)
+    out = np.zeros((len(images), height, width, 3), dtype=np.uint8)
+    for row, img in enumerate(images):
+        h, w = img.shape[:2]
+        out[row, :h, :w] = img
+        if w < width:
+            out[row, :h, w] = img[:, w - 1]
+        if h < height:
+            cols = min(w + 1, width)
+            out[row, h, :cols] = out[row, h - 1, :cols]
+    return out, extents
 
 
 def decode_store_chunk(
@@ -649,6 +665,10 @@ def decode_store_chunk(
 def _iter_stored(pool: Pool, store_size: int, workers: int) -> Iterator[tuple[int, np.ndarray]]:
     """``(index, image at storage resolution)`` for every decodable sample, in pool order."""
     if pool.streaming:
+        iter_stored = getattr(pool, "iter_stored", None)  # wds: decoded in worker processes
+        if iter_stored is not None:
+            yield from iter_stored(store_size, workers=workers)
+            return
         for index, image in pool.iter_samples():
             yield index, resize_shorter(image, store_size)
         return

@@ -20,6 +20,9 @@ resized to its *storage* resolution (shorter side ``store_size``, aspect kept, n
 the CPU path. Files are read through the pool's own checks (``read_bytes``: links out of the root,
 non-regular files) and every header is checked against ``data.max_pixels`` before any decode.
 
+WebDataset streams use the same device decode per chunk of samples
+(:func:`decode_store_blobs`, called by :mod:`divssl.data.readers.wds` when pretraining on CUDA).
+
 Device ``cpu`` runs the same code with torchvision's CPU JPEG decoder (used by the tests and as
 the fallback when no GPU is present).
 """
@@ -156,13 +159,79 @@ def header_pixels(blob: bytes) -> int | None:
     return width * height
 
 
-def _store_resize(image: torch.Tensor, store_size: int) -> np.ndarray:
-    """(3, H, W) uint8 tensor -> (h, w, 3) uint8 host array at storage resolution."""
+def _store_resize(image: torch.Tensor, store_size: int) -> torch.Tensor:
+    """(3, H, W) uint8 tensor -> (h, w, 3) uint8 tensor at storage resolution, same device."""
     h, w = image.shape[-2:]
     new_h, new_w = store_shape(int(h), int(w), store_size)
     if (new_h, new_w) != (h, w):
         image = TF.resize(image, [new_h, new_w], antialias=True)
-    return image.permute(1, 2, 0).contiguous().cpu().numpy()
+    return image.permute(1, 2, 0)
+
+
+def _to_host(images: list[torch.Tensor]) -> list[np.ndarray]:
+    """(h, w, 3) device tensors -> host arrays with one device-to-host copy (one sync, not one
+    per image); the arrays are views of one buffer."""
+    if not images:
+        return []
+    flat = torch.cat([t.reshape(-1) for t in images]).cpu().numpy()
+    out, start = [], 0
+    for t in images:
+        n = t.numel()
+        out.append(flat[start : start + n].reshape(t.shape))
+        start += n
+    return out
+
+
+def decode_store_blobs(
+    blobs: Sequence[bytes | None],
+    keys: Sequence[str],
+    store_size: int,
+    device: torch.device | str = "cuda",
+    max_pixels: int | None = None,
+) -> list[np.ndarray | None]:
+    """Decode encoded images at storage resolution, the JPEGs in one batched device call.
+
+    Every header is checked against the pixel limit before any pixel is decoded. JPEGs are
+    decoded by ``decode_jpeg`` on ``device`` and resized there (shorter side ``store_size``,
+    aspect kept, never upsampled: :func:`divssl.data.cache.store_shape`); the rest (PNG, CMYK
+    JPEG, bytes the device decoder refuses) go through the CPU path of the readers
+    (:func:`divssl.data.cache.open_rgb` + :func:`divssl.data.cache.resize_shorter`).
+
+    Args:
+        blobs: encoded files; ``None`` marks a sample without image bytes (corrupt).
+        keys: sample keys (error messages of the CPU path), one per blob.
+        store_size: shorter side of the stored images.
+        device: decoding device (``cuda``, ``cuda:N`` or ``cpu``).
+        max_pixels: per-image pixel limit (default :func:`divssl.data.cache.current_max_pixels`).
+
+    Returns:
+        Per blob, an (h, w, 3) uint8 host array at storage resolution, or ``None`` where the
+        sample is corrupt: no bytes, unreadable header, over the pixel limit, or undecodable on
+        both paths.
+    """
+    limit = current_max_pixels() if max_pixels is None else int(max_pixels)
+    out: list[np.ndarray | None] = [None] * len(blobs)
+    todo: list[int] = []
+    present: list[bytes] = []
+    for pos, blob in enumerate(blobs):
+        pixels = header_pixels(blob) if blob is not None else None
+        if blob is not None and pixels is not None and pixels <= limit:
+            todo.append(pos)
+            present.append(blob)
+    decoded = _decode_on_device(present, torch.device(device))
+    on_device = [(pos, img) for pos, img in zip(todo, decoded, strict=True) if img is not None]
+    host = _to_host([_store_resize(img, store_size) for _, img in on_device])
+    for (pos, _), arr in zip(on_device, host, strict=True):
+        out[pos] = arr
+    for pos, blob, img in zip(todo, present, decoded, strict=True):
+        if img is not None:
+            continue
+        try:
+            image = open_rgb(blob, keys[pos], max_pixels=limit, target=store_size)
+        except CorruptImage:
+            continue
+        out[pos] = resize_shorter(image, store_size)
+    return out
 
 
 def load_file_store(
@@ -185,7 +254,7 @@ def load_file_store(
     """
     if not hasattr(pool, "read_bytes"):
         raise TypeError(f"{type(pool).__name__} has no files (read_bytes(index)) to decode")
-    dev, limit, keys = torch.device(device), current_max_pixels(), pool.keys
+    keys = pool.keys
     parts: list[np.ndarray] = []
     offsets: list[int] = []
     extents: list[tuple[int, int]] = []
@@ -193,33 +262,23 @@ def load_file_store(
     bad: list[int] = []
     position = 0
     for lo in range(0, len(pool), batch):
-        idx, blobs = [], []
-        for i in range(lo, min(len(pool), lo + batch)):
+        idx = list(range(lo, min(len(pool), lo + batch)))
+        blobs: list[bytes | None] = []
+        for i in idx:
             try:
-                blob = pool.read_bytes(i)
+                blobs.append(pool.read_bytes(i))
             except CorruptImage:
+                blobs.append(None)  # refused by the pool's checks: corrupt
+        stored = decode_store_blobs(blobs, [keys[i] for i in idx], store_size, device)
+        for i, image in zip(idx, stored, strict=True):
+            if image is None:
                 bad.append(i)
                 continue
-            pixels = header_pixels(blob)
-            if pixels is None or pixels > limit:
-                bad.append(i)
-                continue
-            idx.append(i)
-            blobs.append(blob)
-        for i, blob, img in zip(idx, blobs, _decode_on_device(blobs, dev), strict=True):
-            if img is not None:
-                stored = _store_resize(img, store_size)
-            else:
-                try:
-                    stored = resize_shorter(open_rgb(blob, keys[i], target=store_size), store_size)
-                except CorruptImage:
-                    bad.append(i)
-                    continue
             offsets.append(position)
-            extents.append(stored.shape[:2])
+            extents.append(image.shape[:2])
             kept.append(i)
-            parts.append(stored.reshape(-1))
-            position += stored.size
+            parts.append(image.reshape(-1))
+            position += image.size
     keep = np.asarray(kept, dtype=np.int64)
     stored_pool = StoredPool(
         np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8),

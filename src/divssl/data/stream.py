@@ -19,7 +19,13 @@ A streaming pool has no random access, so its ordering is over shards:
   The batches after the resume point are identical to those of an uninterrupted stream.
 
 Tar files are read in the calling process (cheap, sequential I/O); images are decoded in
-``workers`` DataLoader worker processes, and the stream does not depend on ``workers``.
+``workers`` DataLoader worker processes, and the stream does not depend on ``workers``. For
+pretraining (``store_size``) the images are whole, at storage resolution, padded per batch with
+their extents; on a CUDA training device their JPEGs are decoded on the GPU in the calling
+process, one batched ``decode_jpeg`` call per chunk (:mod:`divssl.data.gpu_decode`).
+
+Memory is bounded whatever the pool size: ``pool.buffer`` encoded samples in the shuffle buffer,
+at most ``4 x workers`` decoded chunks of 64 images in flight, and the batch being assembled.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from divssl.data.cache import pad_images
 from divssl.data.pool import Pool
 from divssl.data.readers.wds import DecodedChunk, RawChunk, RawItem, WdsPool, decode_chunks
 from divssl.errors import ConfigError, RunFailed
@@ -126,7 +133,10 @@ def buffer_shuffle(samples: Iterable[T], buffer: int, rng: np.random.Generator) 
 
 
 class StreamLoader:
-    """Iterable of ``(images uint8 (b, 3, size, size), labels int64 (b,))``, one per step.
+    """Iterable of ``(images uint8 (b, 3, size, size), labels int64 (b,))``, one per step; with
+    a ``store_size``, of ``(images uint8 (b, 3, H, W), labels int64 (b,), extents int64 (b, 2))``:
+    whole images at storage resolution padded to the batch's largest extent
+    (:func:`divssl.data.cache.pad_images`), for crops over each image's true extent.
 
     Built by :func:`stream_batches`. After (or during) iteration, ``corrupt_count`` and
     ``corrupt_keys`` give the corrupt samples met after the resume point, and ``images_yielded``
@@ -144,6 +154,8 @@ class StreamLoader:
         workers: int,
         chunk: int = _CHUNK,
         max_pixels: int | None = None,
+        store_size: int | None = None,
+        device: str | None = None,
     ) -> None:
         self.pool = pool
         self.subset = subset
@@ -154,6 +166,8 @@ class StreamLoader:
         self.workers = int(workers)
         self.chunk = int(chunk)
         self.max_pixels = max_pixels  # per-image decode limit (None: the process default)
+        self.store_size = store_size  # whole images at this shorter side (None: size x size)
+        self.device = device  # batched device JPEG decoding (store_size only; None: PIL)
         self.corrupt_keys: list[str] = []  # distinct corrupt samples met, in order of meeting
         self._met: set[str] = set()
         self.images_yielded = 0
@@ -238,7 +252,7 @@ class StreamLoader:
 
     # --------------------------------------------------------------------------------- consumer
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         self.corrupt_keys = []
         self._met = set()
         self.images_yielded = 0
@@ -252,10 +266,18 @@ class StreamLoader:
         self._learner = learner
         discard: int | None = None
         step = 0
-        parts: list[torch.Tensor] = []
+        parts: list[torch.Tensor | list[np.ndarray]] = []
         part_labels: list[np.ndarray] = []
         filled = 0
-        for out in decode_chunks(self._plan(skip, known), self.size, self.workers, self.max_pixels):
+        chunks = decode_chunks(
+            self._plan(skip, known),
+            self.size,
+            self.workers,
+            self.max_pixels,
+            store_size=self.store_size,
+            device=self.device,
+        )
+        for out in chunks:
             learner.update(out)
             if discard is None:
                 discard = int(out.meta["pending_skip"])
@@ -272,7 +294,7 @@ class StreamLoader:
                     continue
                 take.append(j)
                 if filled + len(take) == int(self.batch_sizes[self.start_step + step]):
-                    parts.append(out.images[torch.as_tensor(rows[take])])
+                    parts.append(_rows(out, rows[take]))
                     part_labels.append(out.labels[take])
                     yield self._batch(parts, part_labels)
                     parts, part_labels, take, filled = [], [], [], 0
@@ -280,7 +302,7 @@ class StreamLoader:
                     if self.start_step + step == total:
                         return
             if take:
-                parts.append(out.images[torch.as_tensor(rows[take])])
+                parts.append(_rows(out, rows[take]))
                 part_labels.append(out.labels[take])
                 filled += len(take)
 
@@ -292,11 +314,25 @@ class StreamLoader:
         return sum(int(self.batch_sizes[i]) for i in range(step))
 
     def _batch(
-        self, parts: list[torch.Tensor], labels: list[np.ndarray]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        images = torch.cat(parts).permute(0, 3, 1, 2).contiguous()
-        self.images_yielded += len(images)
-        return images, torch.from_numpy(np.concatenate(labels))
+        self, parts: list[torch.Tensor | list[np.ndarray]], labels: list[np.ndarray]
+    ) -> tuple[torch.Tensor, ...]:
+        label_t = torch.from_numpy(np.concatenate(labels))
+        if self.store_size is None:
+            images = torch.cat([p for p in parts if isinstance(p, torch.Tensor)])
+            images = images.permute(0, 3, 1, 2).contiguous()
+            self.images_yielded += len(images)
+            return images, label_t
+        padded, extents = pad_images([img for p in parts for img in p])
+        self.images_yielded += len(padded)
+        images = torch.from_numpy(padded).permute(0, 3, 1, 2).contiguous()
+        return images, label_t, torch.from_numpy(extents)
+
+
+def _rows(out: DecodedChunk, rows: np.ndarray) -> torch.Tensor | list[np.ndarray]:
+    """The decoded images at ``rows`` (positions among the chunk's valid items)."""
+    if isinstance(out.images, list):
+        return [out.images[int(r)] for r in rows]
+    return out.images[torch.as_tensor(rows)]
 
 
 class _CheckedLearner:
@@ -344,6 +380,8 @@ def stream_batches(
     workers: int = 0,
     subset_seed: int = 0,
     max_pixels: int | None = None,
+    store_size: int | None = None,
+    device: str | torch.device | None = None,
 ) -> StreamLoader:
     """The budgeted image stream of a WebDataset pool.
 
@@ -353,14 +391,24 @@ def stream_batches(
         batch_sizes: images per step (``Budget.batch_sizes``); their sum is C.
         order_seed: seed of the pass order (shard permutation and within-shard shuffle).
         start_step: first step to produce (resume); earlier steps' images are skipped.
-        size: side of the output images (shorter side resized, centre crop).
+        size: side of the output images (shorter side resized, centre crop) when no
+            ``store_size`` is given.
         workers: decoding worker processes (0: decode in this process).
         subset_seed: seed of the shard ordering that defines the subset.
         max_pixels: per-image pixel limit (``data.max_pixels``); larger images count as corrupt.
+        store_size: yield whole images instead (shorter side ``store_size``, aspect kept, never
+            upsampled) with their extents, as random-access pools are stored for pretraining.
+        device: the training device; on CUDA (with a ``store_size``) JPEGs are decoded there in
+            one batched ``decode_jpeg`` call per chunk of samples; elsewhere PIL in ``workers``.
 
     Returns:
         A :class:`StreamLoader` yielding ``(images uint8 (b, 3, size, size), labels int64 (b,))``
-        for steps ``start_step ..`` (labels ``-1`` where unknown).
+        for steps ``start_step ..`` (labels ``-1`` where unknown); with a ``store_size``,
+        ``(images uint8 (b, 3, H, W), labels, extents int64 (b, 2))``.
+
+    Memory stays bounded whatever the pool size: the shuffle buffer holds ``pool.buffer`` encoded
+    samples, the decoder at most ``4 x workers`` chunks of 64 images at storage resolution
+    (prefetch), and one batch is assembled at a time.
 
     Raises:
         ConfigError: not a wds pool, bad N, batch sizes, step, size or worker count.
@@ -376,8 +424,21 @@ def stream_batches(
         raise ConfigError("start_step", f"must be in 0..{len(batch_sizes)}, got {start_step}")
     if size < 1:
         raise ConfigError("image_size", f"must be >= 1, got {size}")
+    if store_size is not None and store_size < 1:
+        raise ConfigError("data.store_size", f"must be >= 1, got {store_size}")
+    dev = torch.device(device) if device is not None else None
+    decode_device = str(dev) if dev is not None and dev.type == "cuda" else None
     if workers < 0:
         raise ConfigError("data.workers", f"must be >= 0, got {workers}")
     return StreamLoader(
-        wds, subset, batch_sizes, order_seed, start_step, size, workers, max_pixels=max_pixels
+        wds,
+        subset,
+        batch_sizes,
+        order_seed,
+        start_step,
+        size,
+        workers,
+        max_pixels=max_pixels,
+        store_size=store_size,
+        device=decode_device if store_size is not None else None,
     )

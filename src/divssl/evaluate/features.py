@@ -3,14 +3,14 @@
 An :class:`Encoder` is a backbone loaded from a run dir's ``backbone.pt`` (``init="pretrained"``)
 or freshly initialised from a seed (``init="random"``, the random-init baseline). Features of a
 task split are extracted once, in eval mode, under ``torch.inference_mode()`` with the
-deterministic :func:`divssl.pretrain.augment.eval_transform` (bf16 autocast on CUDA where
-supported, fp32
+deterministic :func:`eval_transform` of the run's recipe scale (:data:`EVAL_PROTOCOLS`: the
+references' validation transform, value for value; bf16 autocast on CUDA where supported, fp32
 otherwise), and cached on disk under ``features/<key>.npz`` where the key hashes
 
 * the encoder identity: the checkpoint's SHA-256, or the backbone name, init seed and torch version
   for a random init;
 * the pool's manifest hash;
-* the transform parameters (eval transform, image size, decode size) and the compute precision.
+* the transform parameters (recipe scale, resize, crop, decode size) and the compute precision.
 
 Re-running an evaluation therefore reuses the features, and any change of weights, data or
 transform misses the cache.
@@ -205,25 +205,177 @@ def load_encoder(
     return Encoder(model, dim, str(name), size, stem, identity, run, cfg)
 
 
+# ------------------------------------------------------------------------- eval transform
+
+_SOLO_T_VAL = (
+    "vturrisi/solo-learn@9187ea3 solo/data/classification_dataloader.py prepare_transforms"
+)
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """The reference's validation transform at one recipe scale (linear probe and kNN features).
+
+    solo-learn evaluates with the same ``T_val`` in ``main_linear.py`` (validation) and
+    ``main_knn.py`` (train and validation features).
+
+    Attributes:
+        crop: the side the reference evaluates at (its ``CenterCrop``, or the image side where
+            it does not crop).
+        resize: the shorter side it resizes to before the crop (``Resize(int)``: shorter side,
+            bilinear, antialiased on PIL images); equal to ``crop`` where it does not resize.
+        mean: per-channel normalisation mean of the reference.
+        std: per-channel normalisation std of the reference.
+        source: repository, file and key the values were read from.
+        note: how divssl applies it (other sizes, values not honoured).
+    """
+
+    crop: int
+    resize: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str
+    note: str = ""
+
+
+_IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # timm IMAGENET_DEFAULT_*
+_CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261))
+_NORM_NOTE = (
+    "normalisation not honoured: divssl normalises with ImageNet statistics at every scale, in "
+    "pretraining views and evaluation alike (the backbone sees at evaluation the statistics it "
+    "was trained on)"
+)
+_DINO_NOTE = (
+    "bilinear as solo-learn (the paper's code); facebookresearch/dino eval_knn.py and "
+    "eval_linear.py use the same geometry with bicubic (Resize(256, interpolation=3))"
+)
+# Recipe scale -> the reference's validation transform (recipes: divssl.pretrain.recipes).
+EVAL_PROTOCOLS: dict[str, EvalProtocol] = {
+    "cifar": EvalProtocol(
+        crop=32,  # CIFAR images are 32 x 32 and used whole
+        resize=32,  # no Resize in T_val
+        mean=_CIFAR_STATS[0],
+        std=_CIFAR_STATS[1],
+        source=f"{_SOLO_T_VAL} cifar_pipeline['T_val']: ToTensor, Normalize (no Resize/Crop)",
+        note="at S px: shorter side to S, centre S x S (the whole image for square sources); "
+        + _NORM_NOTE,
+    ),
+    "imagenet100": EvalProtocol(
+        crop=224,  # transforms.CenterCrop(224)
+        resize=256,  # transforms.Resize(256), "resize shorter"
+        mean=_IMAGENET_STATS[0],
+        std=_IMAGENET_STATS[1],
+        source=f"{_SOLO_T_VAL} imagenet_pipeline['T_val']: Resize(256), CenterCrop(224)",
+        note="at S px: shorter side to round(S * 256 / 224), centre S x S; " + _DINO_NOTE,
+    ),
+    "imagenet": EvalProtocol(
+        crop=224,  # transforms.CenterCrop(224)
+        resize=256,  # transforms.Resize(256)
+        mean=_IMAGENET_STATS[0],
+        std=_IMAGENET_STATS[1],
+        source=f"{_SOLO_T_VAL} imagenet_pipeline['T_val']: Resize(256), CenterCrop(224)",
+        note="at S px: shorter side to round(S * 256 / 224), centre S x S; " + _DINO_NOTE,
+    ),
+    "small": EvalProtocol(
+        crop=32,
+        resize=32,
+        mean=_CIFAR_STATS[0],
+        std=_CIFAR_STATS[1],
+        source="divssl.pretrain.recipes.data: recipe small = cifar rows (solo-learn cifar T_val)",
+        note="as cifar; " + _NORM_NOTE,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class EvalGeometry:
+    """The resolved evaluation geometry of one run.
+
+    Attributes:
+        recipe: the recipe scale it comes from (a key of :data:`EVAL_PROTOCOLS`).
+        resize: shorter side the image is resized to.
+        crop: side of the centre crop (the model's input side S).
+    """
+
+    recipe: str
+    resize: int
+    crop: int
+
+
+def eval_geometry(image_size: int, recipe: str | None = None) -> EvalGeometry:
+    """The evaluation geometry of a run: its recipe scale's reference transform at ``image_size``.
+
+    The reference's ratio of resize to crop is kept at other sizes: ``resize = round(S *
+    resize_ref / crop_ref)`` (256/224 for the ImageNet scales, 1 for CIFAR), ``crop = S``.
+
+    Args:
+        image_size: the model's input side S.
+        recipe: the run's recipe (``cifar``, ``imagenet100``, ``imagenet``, ``small``);
+            ``None`` or ``auto`` picks it from ``image_size`` as pretraining does.
+
+    Raises:
+        ConfigError: unknown recipe or a non-positive size.
+    """
+    from divssl.pretrain.recipes import pick_recipe
+
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+        raise ConfigError("image_size", f"must be a positive integer, got {image_size!r}")
+    name = pick_recipe(recipe or "auto", image_size)
+    ref = EVAL_PROTOCOLS[name]
+    return EvalGeometry(name, round(image_size * ref.resize / ref.crop), image_size)
+
+
+def eval_transform(images: torch.Tensor, geometry: EvalGeometry) -> torch.Tensor:
+    """The deterministic evaluation transform: ``Resize(resize)`` (shorter side, bilinear,
+    antialiased), ``CenterCrop(crop)``, then normalisation
+    (:func:`divssl.pretrain.augment.normalize`).
+
+    Uses torchvision's own ``resize``/``center_crop`` on the uint8 images (output side lengths
+    and crop offsets as the reference's transforms compute them; rounded to uint8 after the
+    resize, as the reference's PIL resize is).
+
+    Args:
+        images: (B, 3, H, W) uint8 images.
+        geometry: from :func:`eval_geometry`.
+
+    Returns:
+        (B, 3, crop, crop) float32 normalised images.
+    """
+    from torchvision.transforms.v2 import functional as TF
+
+    from divssl.pretrain.augment import normalize
+
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected (B, 3, H, W) uint8 images, got {images.dtype} {images.shape}")
+    if min(images.shape[-2:]) != geometry.resize:
+        images = TF.resize(images, geometry.resize, antialias=True)
+    images = TF.center_crop(images, [geometry.crop, geometry.crop])
+    return normalize(images.to(torch.float32).div_(255.0))
+
+
 # ----------------------------------------------------------------------------------- decoding
 
 
-def decode_size(image_size: int) -> int:
-    """Side the pool is decoded at so that ``eval_transform(., image_size)`` is exact.
+def decode_size(image_size: int, recipe: str | None = None) -> int:
+    """Side the pool is decoded at so that :func:`eval_transform` needs no second resize.
 
-    ``eval_transform`` resizes the shorter side to ``round(S / 0.875)`` for S >= 224 and to S
-    below, then centre-crops S; decoding at that shorter side (and centre-cropping square) keeps
-    the same pixels for square crops and skips a second resize.
+    The shorter side is resized to :func:`eval_geometry`'s ``resize`` (PIL bilinear, the
+    reference's own resize) and the centre square kept; :func:`eval_transform` then only takes
+    the centre crop. At the references' sizes (32 px CIFAR, 224 px from 256) this is their
+    transform pixel for pixel; where ``resize - crop`` is not a multiple of 4 the two-stage
+    centre crop can sit one pixel from the one-stage one (torchvision rounds each offset half to
+    even).
     """
-    from divssl.pretrain.augment import EVAL_CROP_FRACTION, EVAL_CROP_MIN_SIZE
-
-    if image_size >= EVAL_CROP_MIN_SIZE:
-        return round(image_size / EVAL_CROP_FRACTION)
-    return image_size
+    return eval_geometry(image_size, recipe).resize
 
 
 def _decode_split(
-    task: Task, split: str, image_size: int, decode_cache: str, workers: int
+    task: Task,
+    split: str,
+    image_size: int,
+    decode_cache: str,
+    workers: int,
+    recipe: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Decoded images (N', s, s, 3) uint8, the pool's own labels (N',) and corrupt keys."""
     from divssl.data.cache import load_array_pool
@@ -231,7 +383,7 @@ def _decode_split(
     if decode_cache not in DECODE_CACHES:
         raise unknown_choice("decode_cache", decode_cache, DECODE_CACHES)
     arr, stats = load_array_pool(
-        task.pool(split), decode_size(image_size), cache=decode_cache, workers=workers
+        task.pool(split), decode_size(image_size, recipe), cache=decode_cache, workers=workers
     )
     if arr.labels is None:
         raise ConfigError(f"task.{split}", "decoded pool lost its labels")
@@ -239,7 +391,12 @@ def _decode_split(
 
 
 def load_split_images(
-    task: Task, split: str, image_size: int, decode_cache: str = "memory", workers: int = 0
+    task: Task,
+    split: str,
+    image_size: int,
+    decode_cache: str = "memory",
+    workers: int = 0,
+    recipe: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Decode a task split once into uint8 images at :func:`decode_size`.
 
@@ -249,12 +406,13 @@ def load_split_images(
         image_size: the model's input side S.
         decode_cache: ``memory`` or ``mmap``.
         workers: decode processes.
+        recipe: the run's recipe (see :func:`eval_geometry`); ``None``: picked from S.
 
     Returns:
         images (N', s, s, 3) uint8, labels (N',) int64 in the task's class ids, and the keys of
         corrupt samples that were skipped.
     """
-    images, labels, corrupt = _decode_split(task, split, image_size, decode_cache, workers)
+    images, labels, corrupt = _decode_split(task, split, image_size, decode_cache, workers, recipe)
     return images, task.align_labels(split, labels), corrupt
 
 
@@ -267,6 +425,7 @@ def forward_batches(
     image_size: int,
     device: torch.device,
     batch_size: int = 256,
+    recipe: str | None = None,
 ) -> np.ndarray:
     """Run ``model`` over uint8 images with the eval transform, in eval mode, without gradients.
 
@@ -276,12 +435,12 @@ def forward_batches(
         image_size: S.
         device: compute device (the model is moved there).
         batch_size: images per forward pass.
+        recipe: the run's recipe (see :func:`eval_geometry`); ``None``: picked from S.
 
     Returns:
         (N, F) float32 outputs on the CPU.
     """
-    from divssl.pretrain.augment import eval_transform
-
+    geometry = eval_geometry(image_size, recipe)
     if batch_size < 1:
         raise ConfigError("batch_size", f"must be >= 1, got {batch_size}")
     model.to(device)
@@ -289,7 +448,7 @@ def forward_batches(
     with eval_mode(model), torch.inference_mode(), autocast(device):
         for start in range(0, len(images), batch_size):
             chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
-            x = eval_transform(chunk.to(device).permute(0, 3, 1, 2), image_size)
+            x = eval_transform(chunk.to(device).permute(0, 3, 1, 2), geometry)
             outs.append(model(x).float().cpu().numpy())
     if not outs:
         return np.zeros((0, 0), dtype=np.float32)
@@ -327,14 +486,24 @@ class SplitFeatures:
         }
 
 
+def encoder_recipe(encoder: Encoder) -> str | None:
+    """The recipe of the encoder's run (``config.yaml``), ``None`` without one (picked from S)."""
+    recipe = encoder.run_config.get("recipe")
+    return str(recipe) if recipe is not None else None
+
+
 def feature_cache_key(encoder: Encoder, pool_manifest: str, device: torch.device) -> str:
     """Key of a split's features: encoder identity, pool manifest, transform and precision."""
     from divssl.cache import cache_key
 
+    geometry = eval_geometry(encoder.image_size, encoder_recipe(encoder))
     transform = {
         "name": "eval_transform",
         "image_size": encoder.image_size,
-        "decode_size": decode_size(encoder.image_size),
+        "recipe_scale": geometry.recipe,
+        "resize": geometry.resize,
+        "crop": geometry.crop,
+        "decode_size": geometry.resize,
     }
     return cache_key(
         "features", FEATURES_VERSION, encoder.identity, pool_manifest, transform,
@@ -372,10 +541,13 @@ def split_features(
     def compute() -> dict[str, np.ndarray]:
         nonlocal computed
         computed = True
+        recipe = encoder_recipe(encoder)
         images, labels, corrupt = _decode_split(
-            task, split, encoder.image_size, decode_cache, workers
+            task, split, encoder.image_size, decode_cache, workers, recipe
         )
-        feats = forward_batches(encoder.model, images, encoder.image_size, device, batch_size)
+        feats = forward_batches(
+            encoder.model, images, encoder.image_size, device, batch_size, recipe
+        )
         # Labels are stored as the split's pool numbers them (its manifest is in the key) and
         # mapped to the task's class ids on every read, since that depends on the train split.
         return {

@@ -48,9 +48,10 @@ BLUR_MAX_DISABLED_SIZE = 64
 ASYMMETRIC_PRESETS = ("byol", "dino")
 
 # Evaluation: resize the shorter side to size / 0.875 (256 for 224) then centre crop, for images
-# of at least this size; smaller images are resized to the crop size directly.
+# of at least this size; smaller images are resized to the crop size directly. 65 = the ImageNet
+# recipe scales of recipe=auto (divssl.evaluate.features.eval_geometry: same values).
 EVAL_CROP_FRACTION = 0.875
-EVAL_CROP_MIN_SIZE = 224
+EVAL_CROP_MIN_SIZE = 65
 
 _CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 boxes before the centre crop
 

@@ -211,11 +211,6 @@ def _decode_pool(cfg: Config, raw_pool: Pool) -> tuple[StoredPool, list[str]]:
     return pool, list(stats.corrupt)
 
 
-def _source_size(cfg: Config) -> int:
-    # Streaming (wds) pools are not stored: they are decoded per batch at the view size.
-    return cfg.image_size
-
-
 # ----------------------------------------------------------------------------------- building
 
 
@@ -382,8 +377,8 @@ def batches(
     steps ``start_step ..`` (see :func:`step_batch`).
 
     Array pools index the decoded array; streaming pools read the exact budgeted WebDataset
-    stream (every rank reads the global batch and keeps its slice, so the stream is identical
-    whatever the world size).
+    stream of whole images at storage resolution (every rank reads the global batch and keeps
+    its slice, so the stream is identical whatever the world size).
     """
     if not prep.pool.streaming:
         for step in range(start_step, prep.budget.steps):
@@ -397,18 +392,21 @@ def batches(
         prep.budget.batch_sizes,
         prep.cfg.seed_for("order"),
         start_step=start_step,
-        size=_source_size(prep.cfg),
+        size=prep.cfg.image_size,
         workers=prep.cfg.data.workers,
         subset_seed=prep.cfg.subset.seed,
         max_pixels=prep.cfg.data.max_pixels,
+        store_size=store_size(prep.cfg),
+        device=device,  # CUDA: batched nvJPEG decoding (divssl.data.gpu_decode)
     )
     prep.stream_loader = loader
-    for images, labels in loader:
+    for images, labels, extents in loader:
         part = _rank_slice(len(images))
-        lab = labels[part]
+        lab, ext = labels[part], extents[part]
+        full = bool((ext == torch.tensor(images.shape[-2:])).all())
         yield (
             *_to_device(images[part].contiguous(), lab if (lab >= 0).any() else None, device),
-            None,
+            None if full else ext.to(device),
         )
 
 
@@ -746,8 +744,7 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved = config_to_dict(cfg)
-        if not prep.pool.streaming:
-            resolved["data"]["store_size"] = store_size(cfg)  # the effective value, not null
+        resolved["data"]["store_size"] = store_size(cfg)  # the effective value, not null
         atomic_write_yaml(run_dir / "config.yaml", resolved)
         if prep.ordering is not None:
             save_ordering(prep.ordering, run_dir / "ordering.json")
@@ -803,7 +800,7 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
         "views_per_image": preset.n_views,
         "flops_per_image": flops_per_image,
         "corrupt_images": len(prep.corrupt),
-        "store_size": None if prep.pool.streaming else store_size(cfg),
+        "store_size": store_size(cfg),
         "normalization": "compute" if cfg.budget.images is not None else "epoch",
         "world_size": dist.world_size(),
         "device": str(device),

@@ -15,6 +15,13 @@ counts, read from ``index.json`` beside the shards (written by ``divssl data ind
 for shards missing from it or changed since (size/mtime), counted by one streaming pass whose
 result is stored in the divssl cache. ``len()`` is the total; keys are ``"<shard>/<key>"``.
 
+Pretraining streams whole images: each sample is decoded at storage resolution (shorter side
+``data.store_size``, aspect kept, never upsampled; :meth:`WdsPool.iter_stored`,
+``decode_chunks(..., store_size=...)``), as random-access pools are stored, so that crops are
+sampled over each image's true extent; on CUDA the JPEGs of each chunk are decoded in one batched
+``decode_jpeg`` call (:func:`divssl.data.gpu_decode.decode_store_blobs`). The square
+``iter_resized`` path (shorter side, centre crop) serves evaluation's fixed-size arrays.
+
 Corrupt samples are recorded per shard as ``checked`` (a prefix of the shard, in tar order, whose
 samples have all been decoded once) and ``corrupt`` (positions in that prefix that failed), from
 ``index-shards --verify`` or learned while streaming (stored in the divssl cache). A resumed stream
@@ -43,7 +50,13 @@ from typing import Any
 import numpy as np
 
 from divssl.cache import cache_key, cache_root
-from divssl.data.cache import current_max_pixels, decode_image, open_rgb, resize_center_crop
+from divssl.data.cache import (
+    current_max_pixels,
+    decode_image,
+    open_rgb,
+    resize_center_crop,
+    resize_shorter,
+)
 from divssl.data.pool import CorruptImage, Pool, register_pool
 from divssl.errors import ConfigError
 from divssl.io import atomic_write_json, atomic_write_text, read_json
@@ -477,6 +490,31 @@ class WdsPool(Pool):
                 if ok:
                     yield int(self.offsets[shard] + pos), np.asarray(next(rows))
 
+    def iter_stored(
+        self, store_size: int, workers: int = 0, device: str | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Decode every sample at storage resolution: shorter side ``store_size``, aspect kept,
+        never upsampled (the whole image, as :func:`divssl.data.cache.load_stored_pool` stores
+        random-access pools).
+
+        Args:
+            store_size: shorter side of the stored images.
+            workers: decoding processes (CPU decoding).
+            device: ``cuda``/``cuda:N`` decodes JPEGs in batches on that GPU (in this process);
+                ``None`` decodes with PIL.
+
+        Yields:
+            ``(index, image (h, w, 3) uint8)`` in pool order, skipping corrupt samples.
+        """
+        chunks = decode_chunks(
+            self.raw_chunks(), None, workers, store_size=store_size, device=device
+        )
+        for out in chunks:
+            rows = iter(out.images)
+            for shard, pos, ok in zip(out.shards, out.positions, out.valid, strict=True):
+                if ok:
+                    yield int(self.offsets[shard] + pos), next(rows)
+
     def probe(self, workers: int = 0) -> tuple[np.ndarray, list[int]]:
         """Decode every sample once: (H, W) per sample ((-1, -1) when corrupt) and the corrupt
         indices; the result is remembered per shard for later streams."""
@@ -534,9 +572,12 @@ class DecodedChunk:
         shards, positions, labels: int64 arrays of shape (n,), one per item.
         keys: item keys.
         valid: bool (n,), ``False`` for corrupt items.
-        sizes: int64 (n, 2), stored (H, W) of each image, (-1, -1) when corrupt.
-        images: for a resize size S > 0, a uint8 tensor (valid.sum(), S, S, 3) of the valid items
-            in order; for size ``None``, a list of (H, W, 3) arrays; for size 0, empty.
+        sizes: int64 (n, 2), (H, W) of each image as decoded (at storage resolution with a
+            ``store_size``), (-1, -1) when corrupt.
+        images: with a ``store_size``, a list of the valid items' (h, w, 3) arrays at storage
+            resolution (whole images, aspect kept); else for a resize size S > 0, a uint8 tensor
+            (valid.sum(), S, S, 3) of the valid items in order; for size ``None``, a list of
+            (H, W, 3) arrays; for size 0, empty.
         meta: the chunk's ``meta``.
     """
 
@@ -554,18 +595,75 @@ class _DecodeChunks:
     """Map-style "dataset" whose index is a whole :class:`RawChunk` (DataLoader fetches it in a
     worker via ``__getitems__``)."""
 
-    def __init__(self, size: int | None, max_pixels: int | None = None) -> None:
+    def __init__(
+        self,
+        size: int | None,
+        max_pixels: int | None = None,
+        store_size: int | None = None,
+        device: str | None = None,
+    ) -> None:
         self.size = size
         # sent to the worker processes with this object
         self.max_pixels = current_max_pixels() if max_pixels is None else max_pixels
+        self.store_size = store_size
+        self.device = device
 
     def __getitem__(self, chunk: RawChunk) -> DecodedChunk:
         return self.__getitems__(chunk)
+
+    def _stored(self, chunk: RawChunk) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Valid mask, sizes and the valid images at storage resolution (whole images)."""
+        assert self.store_size is not None
+        n = len(chunk.items)
+        valid = np.zeros(n, dtype=bool)
+        sizes = np.full((n, 2), -1, dtype=np.int64)
+        stored: list[np.ndarray | None]
+        if self.device is not None:  # one batched nvJPEG call per chunk (CPU fallback inside)
+            from divssl.data.gpu_decode import decode_store_blobs
+
+            stored = decode_store_blobs(
+                [i.image for i in chunk.items],
+                [i.key for i in chunk.items],
+                self.store_size,
+                self.device,
+                self.max_pixels,
+            )
+        else:
+            stored = []
+            for item in chunk.items:
+                if item.image is None:  # no image member, or known corrupt: not decoded
+                    stored.append(None)
+                    continue
+                try:
+                    img = open_rgb(item.image, item.key, self.max_pixels, target=self.store_size)
+                except CorruptImage:
+                    stored.append(None)
+                    continue
+                stored.append(resize_shorter(img, self.store_size))
+        rows = []
+        for j, image in enumerate(stored):
+            if image is not None:
+                valid[j] = True
+                sizes[j] = image.shape[:2]
+                rows.append(image)
+        return valid, sizes, rows
 
     def __getitems__(self, chunk: RawChunk) -> DecodedChunk:
         import torch
 
         n = len(chunk.items)
+        if self.store_size is not None:
+            valid, sizes, stored = self._stored(chunk)
+            return DecodedChunk(
+                shards=np.array([i.shard for i in chunk.items], dtype=np.int64),
+                positions=np.array([i.pos for i in chunk.items], dtype=np.int64),
+                labels=np.array([i.label for i in chunk.items], dtype=np.int64),
+                keys=[i.key for i in chunk.items],
+                valid=valid,
+                sizes=sizes,
+                images=stored,
+                meta=chunk.meta,
+            )
         valid = np.zeros(n, dtype=bool)
         sizes = np.full((n, 2), -1, dtype=np.int64)
         rows: list[np.ndarray] = []
@@ -615,7 +713,12 @@ class _ChunkSource:
 
 
 def decode_chunks(
-    chunks: Iterable[RawChunk], size: int | None, workers: int = 0, max_pixels: int | None = None
+    chunks: Iterable[RawChunk],
+    size: int | None,
+    workers: int = 0,
+    max_pixels: int | None = None,
+    store_size: int | None = None,
+    device: str | None = None,
 ) -> Iterator[DecodedChunk]:
     """Decode raw chunks in DataLoader worker processes, preserving their order.
 
@@ -624,15 +727,24 @@ def decode_chunks(
 
     Args:
         chunks: raw chunks in stream order.
-        size: resize to (size, size) when > 0; 0 only probes sizes; ``None`` keeps stored sizes.
+        size: resize to (size, size) when > 0; 0 only probes sizes; ``None`` keeps stored sizes
+            (ignored with a ``store_size``).
         workers: DataLoader worker processes; 0 decodes in this process.
         max_pixels: per-image pixel limit (default: this process's, ``data.max_pixels``); larger
             images count as corrupt.
+        store_size: decode whole images at storage resolution (shorter side ``store_size``,
+            aspect kept, never upsampled) instead of resizing to a square.
+        device: with a ``store_size``, decode JPEGs on this device in one batched
+            ``decode_jpeg`` call per chunk (:func:`divssl.data.gpu_decode.decode_store_blobs`);
+            a CUDA context cannot be shared with forked workers, so device decoding runs in this
+            process and ``workers`` is ignored. ``None``: PIL in the workers.
     """
     from torch.utils.data import DataLoader
 
+    if device is not None:
+        workers = 0
     loader = DataLoader(
-        _DecodeChunks(size, max_pixels),  # type: ignore[arg-type]
+        _DecodeChunks(size, max_pixels, store_size, device),  # type: ignore[arg-type]
         batch_sampler=_ChunkSource(chunks),  # type: ignore[arg-type]
         num_workers=workers,
         collate_fn=_first,
