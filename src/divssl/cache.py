@@ -46,7 +46,7 @@ def cached_arrays(
     if path.is_file():
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    arrays = compute()
+    arrays: dict[str, Any] = compute()
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write(path, lambda fh: fh.write(buf.getvalue()), mode="wb")

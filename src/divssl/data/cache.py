@@ -176,7 +176,7 @@ def resize_center_crop(image: Image.Image | np.ndarray, size: int) -> np.ndarray
     else:
         new_w, new_h = int(size * w / h), size
     if (new_w, new_h) != (w, h):
-        img = img.resize((new_w, new_h), Image.BILINEAR)
+        img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
     top = int(round((new_h - size) / 2.0))
     left = int(round((new_w - size) / 2.0))
     if (new_w, new_h) != (size, size):
@@ -321,7 +321,7 @@ def _wrap(pool: Pool, images: np.ndarray, kept: np.ndarray) -> ArrayPool:
     )
 
 
-def _stats(pool: Pool, corrupt: Sequence[int]) -> DecodeStats:
+def _stats(pool: Pool, corrupt: Sequence[int] | np.ndarray) -> DecodeStats:
     keys = pool.keys
     return DecodeStats(
         total=len(pool),
@@ -490,7 +490,7 @@ def resize_shorter(image: Image.Image | np.ndarray, store_size: int) -> np.ndarr
     w, h = img.size
     new_h, new_w = store_shape(h, w, store_size)
     if (new_h, new_w) != (h, w):
-        img = img.resize((new_w, new_h), Image.BILINEAR)
+        img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
@@ -673,9 +673,9 @@ def _iter_stored(pool: Pool, store_size: int, workers: int) -> Iterator[tuple[in
             yield index, resize_shorter(image, store_size)
         return
     for start, images in map_pool_chunks(pool, decode_store_chunk, (store_size,), workers):
-        for j, image in enumerate(images):
-            if image is not None:
-                yield start + j, image
+        for j, stored in enumerate(images):
+            if stored is not None:
+                yield start + j, stored
 
 
 def _stored_from(
@@ -771,6 +771,7 @@ def _store_mmap(
     meta = read_json(stem.with_suffix(".json"))
     with np.load(stem.with_suffix(".npz"), allow_pickle=False) as index:
         offsets, extents, kept = index["offsets"], index["extents"], index["kept"]
+    pixels: np.ndarray
     if int(meta["bytes"]):
         pixels = np.memmap(stem.with_suffix(".u8"), dtype=np.uint8, mode="r")
     else:

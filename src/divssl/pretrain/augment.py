@@ -216,6 +216,10 @@ def sample_crop_boxes(
     u_area, u_ratio = u[:, :_CROP_ATTEMPTS], u[:, _CROP_ATTEMPTS : 2 * _CROP_ATTEMPTS]
     u_top, u_left = u[:, 2 * _CROP_ATTEMPTS], u[:, 2 * _CROP_ATTEMPTS + 1]
 
+    height_max: int | Tensor
+    width_max: int | Tensor
+    fb_h: int | Tensor
+    fb_w: int | Tensor
     if isinstance(height, Tensor) or isinstance(width, Tensor):
         heights = torch.as_tensor(height, dtype=torch.int64, device=device).expand(batch)
         widths = torch.as_tensor(width, dtype=torch.int64, device=device).expand(batch)
@@ -231,7 +235,7 @@ def sample_crop_boxes(
     aspect = torch.exp(log_lo + (log_hi - log_lo) * u_ratio)  # (B, 10)
     w = torch.round(torch.sqrt(target_area * aspect)).long()
     h = torch.round(torch.sqrt(target_area / aspect)).long()
-    if isinstance(height_max, Tensor):
+    if isinstance(height_max, Tensor) and isinstance(width_max, Tensor):
         valid = (w > 0) & (w <= width_max[:, None]) & (h > 0) & (h <= height_max[:, None])
     else:
         valid = (w > 0) & (w <= width_max) & (h > 0) & (h <= height_max)

@@ -74,7 +74,7 @@ def _vit(timm_name: str) -> Callable[[int, bool], tuple[nn.Module, int]]:
         if image_size % 16:
             raise ConfigError("image_size", f"ViT/16 needs a multiple of 16, got {image_size}")
         model = timm.create_model(timm_name, pretrained=False, num_classes=0, img_size=image_size)
-        return model, int(model.num_features)
+        return model, int(model.num_features)  # type: ignore[arg-type]  # timm: int attribute
 
     return build
 

@@ -44,7 +44,7 @@ def fractaldb_pool(
     Raises:
         ConfigError: a bad key value, naming ``fractaldb.<key>``.
     """
-    args = {
+    args: dict[str, Any] = {
         "categories": _int("categories", categories),
         "instances": _int("instances", instances),
         "size": _int("size", size),

@@ -131,7 +131,8 @@ def _iter_members(shard: Path) -> Iterator[dict[str, Any]]:
                 member = tar.extractfile(info)
                 data = member.read() if member is not None else b""
                 yield {"fname": name, "data": data, "__url__": str(shard)}
-                tar.members = []  # streaming: do not keep every TarInfo in memory
+                # streaming: do not keep every TarInfo in memory (a private list of TarFile)
+                tar.members = []  # type: ignore[attr-defined]
     except tarfile.TarError as exc:
         raise ConfigError("data.pool.urls", f"{shard}: not a readable tar file ({exc})") from exc
 
@@ -700,7 +701,7 @@ class _DecodeChunks:
         )
 
 
-def _first(batch: DecodedChunk) -> DecodedChunk:
+def _first(batch: Any) -> DecodedChunk:
     return batch
 
 
@@ -743,7 +744,7 @@ def decode_chunks(
 
     if device is not None:
         workers = 0
-    loader = DataLoader(
+    loader: DataLoader[DecodedChunk] = DataLoader(
         _DecodeChunks(size, max_pixels, store_size, device),  # type: ignore[arg-type]
         batch_sampler=_ChunkSource(chunks),  # type: ignore[arg-type]
         num_workers=workers,

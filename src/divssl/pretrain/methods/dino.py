@@ -53,6 +53,7 @@ class DINO(Method):
     Config = DINOConfig
     augment_preset = "dino"
     supports_local_crops = True
+    center: torch.Tensor  # (K,) buffer registered in __init__, declared for type checkers
 
     def __init__(
         self, backbone: nn.Module, feat_dim: int, cfg: DINOConfig, num_classes: int | None = None

@@ -50,6 +50,9 @@ class SwAV(Method):
     Config = SwAVConfig
     augment_preset = "swav"
     supports_local_crops = True
+    # buffers (registered in __init__), declared for type checkers
+    queue: torch.Tensor
+    queue_filled: torch.Tensor
 
     def __init__(
         self, backbone: nn.Module, feat_dim: int, cfg: SwAVConfig, num_classes: int | None = None
@@ -95,7 +98,7 @@ class SwAV(Method):
         z = self.embed(views)  # (n, B, P)
         scores = self.prototypes(z)  # (n, B, K)
         use_queue = self.queue_active(step, total_steps)
-        queued = self.queue_scores() if use_queue else [None, None]
+        queued: list[torch.Tensor | None] = self.queue_scores() if use_queue else [None, None]
         if len(views) == 2:
             loss = losses.swav(
                 scores[0],
