@@ -275,6 +275,8 @@ class FitInfo:
 # tol=1e-12 solution.
 GRAD_TOL_REL = 1e-4
 GRAD_TOL_FLOOR = 1e-9
+# L-BFGS history length (SciPy's ``maxcor``; its default is 10).
+LBFGS_MEMORY = 20
 
 
 # Rows per chunk of the NumPy objective: a (chunk, D) float64 slice of about 1 MiB stays in the
@@ -475,7 +477,7 @@ def fit_lbfgs(
                 jac=True,
                 method="L-BFGS-B",
                 options={"maxiter": max_iter, "maxfun": 2 * max_iter, "gtol": tol, "ftol": 0.0,
-                         "maxcor": 20},
+                         "maxcor": LBFGS_MEMORY},
             )  # fmt: skip
             theta = res.x
             grad_max = float(np.abs(res.jac).max())
@@ -767,14 +769,16 @@ def probe_features(
         else:
             xt = torch.as_tensor(xs, device=device)
             yt = torch.as_tensor(ys, device=device, dtype=torch.long)
-            with single_thread(device):  # (256, D) x (S, D, K) steps: too small for a pool
-                heads, info = fit_sgd(
-                    len(xs), lambda idx: (xt[idx], yt[idx]), xs.shape[1], num_classes, grid,
-                    cfg.epochs, cfg.batch_size, cfg.momentum, cfg.seed, device,
-                )  # fmt: skip
+            heads, info = fit_sgd(
+                len(xs), lambda idx: (xt[idx], yt[idx]), xs.shape[1], num_classes, grid,
+                cfg.epochs, cfg.batch_size, cfg.momentum, cfg.seed, device,
+            )  # fmt: skip
         return (lambda f: heads.predict_proba(scaler(f))), info
 
-    return _select_and_refit(x, y, cfg, fit, val)
+    # Every phase here is tiny for a thread pool (validation predictions, SGD steps); the L-BFGS
+    # objective's BLAS has its own ``cfg.threads`` limit (see :func:`fit_lbfgs`).
+    with single_thread(device):
+        return _select_and_refit(x, y, cfg, fit, val)
 
 
 def probe_images(
