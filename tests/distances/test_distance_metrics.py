@@ -110,11 +110,16 @@ def test_frechet_matches_pytorch_fid_formula(n: int, d: int) -> None:
     assert np.array_equal(cov, cov.T)
 
 
-def test_gaussian_stats_leaves_input_untouched() -> None:
-    x = np.random.default_rng(7).normal(size=(10, 3))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gaussian_stats_leaves_input_untouched(dtype: type) -> None:
+    # float32 (cached) features are centred in their float64 copy, float64 ones in a new array.
+    x = (np.random.default_rng(7).normal(size=(10, 3)) + 5.0).astype(dtype)
     before = x.copy()
-    metrics_module.gaussian_stats(x)
-    assert np.array_equal(x, before)
+    mu, cov = metrics_module.gaussian_stats(x)
+    assert np.array_equal(x, before) and x.dtype == dtype
+    x64 = before.astype(np.float64)
+    np.testing.assert_allclose(mu, x64.mean(0), rtol=1e-14)
+    np.testing.assert_allclose(cov, np.cov(x64, rowvar=False), rtol=1e-12)
 
 
 def test_non_psd_or_non_finite_covariance_is_rejected() -> None:

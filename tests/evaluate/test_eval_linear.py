@@ -7,13 +7,18 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import approx_fprime
+from scipy.special import logsumexp
 from sklearn.linear_model import LogisticRegression
 
 from divssl.errors import ConfigError
 from divssl.evaluate.linear import (
+    DEFAULT_WEIGHT_DECAYS,
     ProbeConfig,
     ProbeSetting,
     Standardizer,
+    _NumpySoftmaxObjective,
+    _SoftmaxObjective,
     fit_lbfgs,
     fit_sgd,
     label_fraction_indices,
@@ -113,6 +118,76 @@ def test_each_weight_decay_converges_to_sklearns_weights(wd: float) -> None:
     assert rec["grad_max"] <= rec["tolerance"] == pytest.approx(max(1e-4 * wd, 1e-9))
     assert [r["weight_decay"] for r in info.per_setting] == wds  # records in the given order
     assert info.iterations == sum(r["iterations"] for r in info.per_setting)
+
+
+def reference_objective(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray, wd: float
+) -> float:
+    # (1/n) sum_i [logsumexp(x_i W + b) - (x_i W + b)_{y_i}] + wd/2 ||W||^2 (the formula)
+    logits = x.astype(np.float64) @ w + b
+    ce = logsumexp(logits, axis=1) - logits[np.arange(len(y)), y]
+    return float(ce.mean() + 0.5 * wd * np.sum(w * w))
+
+
+def test_numpy_objective_is_the_formula_and_its_gradient() -> None:
+    x, y = blobs(90, 5, 3, seed=7)
+    xs = Standardizer.fit(x)(x).astype(np.float64)
+    obj = _NumpySoftmaxObjective(xs, y, 3)
+    obj.chunk = 16  # several chunks and a ragged last one
+    obj.weight_decay = 0.3
+    theta = np.random.default_rng(0).normal(size=5 * 3 + 3)
+    value, grad = obj(theta)
+    w, b = theta[:15].reshape(5, 3), theta[15:]
+    assert value == pytest.approx(reference_objective(xs, y, w, b, 0.3), rel=1e-12)
+
+    def f(t: np.ndarray) -> float:
+        return reference_objective(xs, y, t[:15].reshape(5, 3), t[15:], 0.3)
+
+    np.testing.assert_allclose(grad, approx_fprime(theta, f, 1e-7), atol=1e-6)
+    # The accelerator path (torch) computes the same value and gradient.
+    tobj = _SoftmaxObjective(torch.from_numpy(xs), torch.from_numpy(y), 3, chunk_size=16)
+    tobj.weight_decay = 0.3
+    t_value, t_grad = tobj(theta)
+    assert t_value == pytest.approx(value, rel=1e-12)
+    np.testing.assert_allclose(t_grad, grad, rtol=1e-10, atol=1e-14)
+
+
+def test_sklearn_c_maps_to_weight_decay_as_one_over_n_lambda() -> None:
+    # scikit-learn's lbfgs minimises mean CE + (1 / (C n)) / 2 ||W||^2: its tight solution at
+    # C = 1 / (n wd) is a stationary point of our objective at wd, and not of a neighbouring wd.
+    x, y = blobs(150, 6, 3, seed=8, spread=2.0)
+    xs = Standardizer.fit(x)(x).astype(np.float64)
+    wd = 1e-3
+    clf = LogisticRegression(C=1.0 / (len(y) * wd), tol=1e-12, max_iter=100_000).fit(xs, y)
+    theta = np.concatenate([clf.coef_.T.reshape(-1), clf.intercept_])
+    obj = _NumpySoftmaxObjective(xs, y, 3)
+    obj.weight_decay = wd
+    assert np.abs(obj(theta)[1]).max() < 1e-7  # scikit-learn stops on ftol near 1e-8
+    obj.weight_decay = 2 * wd
+    assert np.abs(obj(theta)[1]).max() > 1e-5
+    # And our solution reaches scikit-learn's objective value (or lower).
+    heads, _ = fit_lbfgs(xs, y, 3, [wd])
+    ours = reference_objective(xs, y, heads.weight[0].numpy(), heads.bias[0].numpy(), wd)
+    theirs = reference_objective(xs, y, clf.coef_.T, clf.intercept_, wd)
+    assert ours <= theirs + 1e-12
+
+
+def test_default_path_matches_sklearn_at_every_weight_decay() -> None:
+    x, y = blobs(300, 8, 3, seed=4, spread=2.0)
+    xs = Standardizer.fit(x)(x)
+    heads, info = fit_lbfgs(xs, y, 3, DEFAULT_WEIGHT_DECAYS)
+    assert info.converged and len(info.per_setting) == len(DEFAULT_WEIGHT_DECAYS)
+    for i, wd in enumerate(DEFAULT_WEIGHT_DECAYS):
+        clf = LogisticRegression(C=1.0 / (len(y) * wd), tol=1e-12, max_iter=100_000)
+        clf.fit(xs.astype(np.float64), y)
+        np.testing.assert_allclose(heads.weight[i].numpy(), clf.coef_.T, atol=1e-3, rtol=0)
+        np.testing.assert_allclose(heads.bias[i].numpy(), clf.intercept_, atol=1e-3, rtol=0)
+        rec = info.per_setting[i]
+        assert rec["objective"] == pytest.approx(
+            reference_objective(xs, y, heads.weight[i].numpy(), heads.bias[i].numpy(), wd),
+            rel=1e-9,
+        )
+        assert rec["evaluations"] >= rec["iterations"] >= 1
 
 
 def test_solves_run_down_the_regularisation_path_warm_started() -> None:

@@ -140,9 +140,13 @@ def gaussian_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         Mean of shape (D,) and covariance of shape (D, D), float64.
     """
-    feats = _check_features(feats, "feats", 2)
-    mean = feats.mean(axis=0)
-    centred = feats - mean  # a new array: the caller's features are never modified
+    checked = _check_features(feats, "feats", 2)
+    mean = checked.mean(axis=0)
+    if np.may_share_memory(checked, feats):
+        centred = checked - mean  # a new array: the caller's features are never modified
+    else:  # float32 (cached) features were copied to float64 above: centre that copy in place
+        centred = checked
+        centred -= mean
     # One BLAS call: DSYRK computes the upper triangle of centred^T centred (half a GEMM's
     # FLOPs); centred.T is a Fortran-ordered view, so no copy is made.
     with blas_threads(free_threads()):
