@@ -215,7 +215,7 @@ class Extractor:
             batch = torch.from_numpy(np.ascontiguousarray(np.stack(list(images))))
             return self.transform(batch.permute(0, 3, 1, 2).to(self.device))
         parts = [
-            self.transform(torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None])
+            self.transform(torch.from_numpy(np.array(im)).permute(2, 0, 1)[None])  # writable copy
             for im in images
         ]
         return torch.cat(parts).to(self.device)
