@@ -114,3 +114,29 @@ def test_bad_vendi_settings_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         compute_vendi(plan.study_dir, study_from_tree(tiny_tree()))
     assert err.value.field == "vendi"
+
+
+@pytest.mark.slow
+def test_run_study_writes_vendi_and_the_report_plots_it(tmp_path: Path, quiet_console) -> None:
+    from divssl.report import build_report
+    from divssl.study.runner import run_study
+
+    study = study_from_tree(tiny_tree(vendi={"extractor": "pixels", "max_images": 32}))
+    plan = build_plan(study, tmp_path / "s")
+    outcome = run_study(plan, console=quiet_console)
+    assert outcome.count("done") == 2 and outcome.vendi_error is None
+    table = pd.read_csv(plan.study_dir / VENDI_CSV)
+    assert set(table[table["kind"] == "subset"]["run"]) == {r.id for r in plan.runs}
+    paths = build_report(plan.study_dir)
+    assert any(k.startswith("figures/vendi_") and k.endswith(".svg") for k in paths)
+    assert "Vendi score of every pool" in paths["markdown"].read_text()
+
+
+def test_run_study_records_a_bad_vendi_extractor(tmp_path: Path, quiet_console) -> None:
+    from divssl.study.runner import run_study
+
+    study = study_from_tree(tiny_tree(vendi={"extractor": "sift"}, grid={"pool": ["w"]}))
+    plan = build_plan(study, tmp_path / "s")
+    outcome = run_study(plan, console=quiet_console)
+    assert outcome.vendi_error is not None and "extractor" in outcome.vendi_error
+    assert not (plan.study_dir / VENDI_JSON).exists()
