@@ -101,7 +101,7 @@ def _validate(
     metrics = parse_metrics(metric, ALL_METRICS)
     pair = [m for m in metrics if m in METRICS]
     if pair and not b:
-        raise ConfigError("b", f"{', '.join(pair)} compare two pools: give at least one --b pool")
+        raise ConfigError("b", f"{', '.join(pair)} compare(s) two pools: give at least one --b")
     if vendi_kernel not in KERNELS:
         raise ConfigError("vendi_kernel", f"unknown kernel {vendi_kernel!r}", KERNELS)
     if max_images < 2:
