@@ -392,3 +392,12 @@ def test_pool_vendi_uses_the_sampled_images_labels() -> None:
     result = pool_vendi(pool, feats)
     assert result.score == pytest.approx(2.0, rel=1e-9)
     assert result.per_class == pytest.approx({"top": 1.0, "bottom": 1.0}, rel=1e-9)
+
+
+def test_check_extractor_name_loads_nothing() -> None:
+    for name in ("inception", "pixels", "run:/no/such/run", "tv:resnet18", "timm:vit_small"):
+        ext_module.check_extractor_name(name)  # names only: no weights are needed
+    for name in ("sift", "tv:", "pixel"):
+        with pytest.raises(ConfigError) as err:
+            ext_module.check_extractor_name(name, "vendi.extractor")
+        assert err.value.field == "vendi.extractor" and "pixels" in err.value.choices

@@ -106,10 +106,13 @@ def test_bad_vendi_settings_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         study_from_tree(tiny_tree(vendi={"max_images": 1}))
     assert "max_images" in str(err.value)
-    plan, study = _planned(tmp_path / "s", extractor="sift")
+    with pytest.raises(ConfigError) as err:
+        study_from_tree(tiny_tree(vendi={"extractor": "sift"}))  # refused when the spec loads
+    assert err.value.field == "vendi.extractor" and "pixels" in str(err.value)
+    plan, study = _planned(tmp_path / "s", extractor="tv:resnet18")  # no weights file
     with pytest.raises(ConfigError) as err:
         compute_vendi(plan.study_dir, study)
-    assert err.value.field == "extractor"
+    assert err.value.field in ("weights", "extractor")
     assert not (plan.study_dir / VENDI_JSON).exists()
     with pytest.raises(ConfigError) as err:
         compute_vendi(plan.study_dir, study_from_tree(tiny_tree()))
@@ -135,8 +138,8 @@ def test_run_study_writes_vendi_and_the_report_plots_it(tmp_path: Path, quiet_co
 def test_run_study_records_a_bad_vendi_extractor(tmp_path: Path, quiet_console) -> None:
     from divssl.study.runner import run_study
 
-    study = study_from_tree(tiny_tree(vendi={"extractor": "sift"}, grid={"pool": ["w"]}))
+    study = study_from_tree(tiny_tree(vendi={"extractor": "tv:resnet18"}, grid={"pool": ["w"]}))
     plan = build_plan(study, tmp_path / "s")
     outcome = run_study(plan, console=quiet_console)
-    assert outcome.vendi_error is not None and "extractor" in outcome.vendi_error
+    assert outcome.vendi_error is not None and "weights" in outcome.vendi_error
     assert not (plan.study_dir / VENDI_JSON).exists()

@@ -553,6 +553,17 @@ def extractor_names() -> list[str]:
     return [*NAMED_EXTRACTORS, PIXELS, "run:DIR", "tv:NAME", "timm:NAME"]
 
 
+def check_extractor_name(name: str, field: str = "extractor") -> None:
+    """Refuse a name :func:`get_extractor` cannot build (no model or weights are loaded).
+
+    Raises:
+        ConfigError: naming ``field`` and the valid names.
+    """
+    prefixed = name.startswith(PREFIXES) and bool(name.split(":", 1)[1])
+    if name not in (*NAMED_EXTRACTORS, PIXELS) and not prefixed:
+        raise ConfigError(field, f"unknown extractor {name!r}", extractor_names())
+
+
 def get_extractor(
     name: str,
     weights: str | Path | None = None,

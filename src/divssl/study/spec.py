@@ -504,6 +504,10 @@ def _check_references(study: Study) -> None:
             parse_metrics(dspec.metric)
         except ConfigError as exc:
             raise reprefix(exc, f"distances[{i}]") from None
+    if study.vendi is not None:  # the name only: weights load when the scores are computed
+        from divssl.distances.extractors import check_extractor_name
+
+        check_extractor_name(study.vendi.extractor, "vendi.extractor")
     _check_report_sections(study.report.sections)
     needs_epoch = any("epoch" in g.get("normalization", []) for g in study.grid)
     if needs_epoch and not study.epoch_reference:
