@@ -210,3 +210,24 @@ def test_bad_input_is_refused() -> None:
         vendi_score(np.array([[1.0, 0.0], [0.0, 0.0]]))
     with pytest.raises(ValueError, match="labels must have shape"):
         vendi(np.eye(3), np.array([0, 1]))
+
+
+# ------------------------------------------------------------------------ reference values
+
+# Values taken from the reference implementation, with their source (vertaix/Vendi-Score).
+REFERENCE = {
+    # vendi_score/image_utils.py, get_pixel_vectors(images, resize=32)
+    "pixel_resize": 32,
+}
+
+
+def test_pixel_features_follow_the_reference_resize() -> None:
+    from divssl.distances import extractors
+
+    assert REFERENCE["pixel_resize"] == extractors.PIXELS_SIZE
+    assert extractors.get_extractor("pixels").input_size == REFERENCE["pixel_resize"]
+
+
+def test_round_off_negative_eigenvalues_are_ignored() -> None:
+    # vendi_score/vendi.py, entropy_q: p_ = p[p > 0] (a rank-deficient K has ±1e-17 eigenvalues).
+    assert vendi_module.entropy_score(np.array([0.5, 0.5, -1e-17, 0.0])) == pytest.approx(2.0)
