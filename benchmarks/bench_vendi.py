@@ -10,6 +10,8 @@ Sections:
    O(n²) definition (eigenvalues of the n x n cosine-similarity matrix / n), value and time.
 3. ``inspect``: ``divssl data inspect``'s default Vendi score (pixels extractor at 32 px, 5,000
    seeded images) on the Fashion-MNIST IDX files when they are installed (``--fashion-mnist``).
+4. ``nested``: pixel Vendi score of nested subsets of Fashion-MNIST train (the first N entries of
+   a seeded ordering, as a study's subsets) for ``--nested-sizes``: measured vs counted diversity.
 
 Usage: ``python benchmarks/bench_vendi.py [--n 50000] [--dim 2048] [--repeats 3] [--out F]``.
 Wall-clock times (``time.perf_counter``), medians over ``--repeats``; BLAS threads follow
@@ -112,6 +114,24 @@ def bench_inspect(root: Path) -> dict[str, Any]:
     return {"pool": str(root), "seconds_cold_cache": t, **report}
 
 
+def bench_nested(root: Path, sizes: list[int]) -> dict[str, Any]:
+    from divssl.data.ordering import make_ordering
+    from divssl.data.pool import open_pool
+    from divssl.distances.extractors import get_extractor
+    from divssl.distances.pipeline import index_features, pool_vendi
+
+    pool = open_pool(f"idx:root={root}")
+    positions = make_ordering(pool, seed=0).positions
+    ext = get_extractor("pixels")
+    t_extract, feats = timed(lambda: index_features(pool, ext, positions[: max(sizes)]))
+    rows = []
+    for n in sizes:
+        sub = type(feats)(feats.features[:n], {}, feats.indices[:n], n)
+        t, res = timed(lambda sub=sub: pool_vendi(pool, sub))
+        rows.append({"n": n, "vendi": res.score, "class_mean": res.class_mean, "seconds": t})
+    return {"pool": str(root), "extract_seconds": t_extract, "rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=50000)
@@ -120,6 +140,7 @@ def main() -> None:
     parser.add_argument("--landmarks", type=int, default=1000)
     parser.add_argument("--check-n", type=int, default=4000, help="rows of the O(n²) check")
     parser.add_argument("--fashion-mnist", type=Path, default=FASHION_MNIST)
+    parser.add_argument("--nested-sizes", default="500,1000,2000,5000,10000,20000")
     parser.add_argument("--skip", default="", help="comma list of sections to skip")
     parser.add_argument("--out", type=Path, default=None, help="also write the results JSON")
     args = parser.parse_args()
@@ -144,6 +165,12 @@ def main() -> None:
             results["inspect"] = bench_inspect(args.fashion_mnist)
         summary = {k: v for k, v in results["inspect"].items() if k != "per_class"}
         print(json.dumps(summary, indent=2))
+    if "nested" not in skip and args.fashion_mnist.is_dir():
+        sizes = [int(v) for v in args.nested_sizes.split(",")]
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ["DIVSSL_CACHE"] = tmp
+            results["nested"] = bench_nested(args.fashion_mnist, sizes)
+        print(json.dumps(results["nested"], indent=2))
     if args.out:
         from divssl.io import atomic_write_json
 
