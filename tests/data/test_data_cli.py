@@ -233,3 +233,7 @@ def test_inspect_vendi_bad_settings_and_undefined_score(tmp_path: Path) -> None:
     np.savez(tmp_path / "black.npz", images=np.zeros((3, 8, 8, 3), np.uint8))
     report = inspect_pool(f"npz:path={tmp_path / 'black.npz'}")  # inspection still succeeds
     assert "all zero" in report["vendi"]["error"] and report["decoded"] == 3
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.png").write_text("not an image")
+    report = inspect_pool(f"folder:root={tmp_path / 'junk'}")
+    assert "no decodable images" in report["vendi"]["error"] and report["corrupt"]["count"] == 1

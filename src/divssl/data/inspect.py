@@ -31,7 +31,7 @@ _MAX_LISTED = 1000  # corrupt keys listed in the report (the count is always exa
 DEFAULT_VENDI_EXTRACTOR = "pixels"  # no network, no weights: fast by default
 # Images sampled for the Vendi score: enough for a stable score (the pixel features have 3,072
 # dimensions, so the covariance form needs n >= d to see the whole spectrum), small enough to
-# take seconds on 2 cores.
+# take ~15 s on 2 busy cores (docs/benchmarks.md).
 DEFAULT_VENDI_IMAGES = 5000
 
 
@@ -99,9 +99,8 @@ def vendi_report(
     from divssl.distances.pipeline import pool_features, pool_vendi
 
     out: dict[str, Any] = {"extractor": extractor.identity, "max_images": max_images, "seed": seed}
-    feats = pool_features(pool, extractor, max_images, seed)
-    try:
-        out.update(pool_vendi(pool, feats).to_dict())
+    try:  # a pool with no decodable image or an all-zero feature: reported, not fatal
+        out.update(pool_vendi(pool, pool_features(pool, extractor, max_images, seed)).to_dict())
     except ValueError as exc:
         out["error"] = str(exc)
     return out
