@@ -194,3 +194,46 @@ def test_fractaldb_command_writes_npz(tmp_path: Path) -> None:
     pool = open_pool(f"npz:path={tmp_path / 'fr' / 'pool.npz'}")
     np.testing.assert_array_equal(pool.images, open_pool(spec).images)
     assert json.loads((tmp_path / "fr" / "pool.json").read_text())["source"] == "synthetic"
+
+
+def _primary_colour_pool(path: Path) -> str:
+    """Pure red, green and blue images, four each: orthogonal pixel vectors at any size."""
+    images = np.zeros((12, 9, 9, 3), np.uint8)
+    for i in range(12):
+        images[i, :, :, i % 3] = 50 + 10 * (i // 3)  # brightness differs: cosine ignores it
+    labels = np.arange(12) % 3
+    np.savez(path, images=images, labels=labels, class_names=np.array(["red", "green", "blue"]))
+    return f"npz:path={path}"
+
+
+def test_inspect_reports_the_pixel_vendi_score(tmp_path: Path) -> None:
+    spec = _primary_colour_pool(tmp_path / "rgb.npz")
+    result = runner.invoke(app, ["inspect", spec, "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    vendi = json.loads((tmp_path / "r.json").read_text())["vendi"]
+    assert vendi["extractor"].startswith("pixels|size=32")  # the default: fast, no weights
+    assert vendi["score"] == pytest.approx(3.0, rel=1e-9)
+    assert vendi["per_class"] == pytest.approx({"red": 1.0, "green": 1.0, "blue": 1.0})
+    assert vendi["class_mean"] == pytest.approx(1.0) and vendi["n"] == 12
+    assert "Vendi score (pixels, 12 images)" in result.output
+    capped = inspect_pool(spec, vendi_max_images=3)["vendi"]
+    assert capped["n"] == 3 and capped["max_images"] == 3
+    off = runner.invoke(app, ["inspect", spec, "--no-vendi", "--json", str(tmp_path / "o.json")])
+    assert off.exit_code == 0 and json.loads((tmp_path / "o.json").read_text())["vendi"] is None
+
+
+def test_inspect_vendi_bad_settings_and_undefined_score(tmp_path: Path) -> None:
+    spec = _primary_colour_pool(tmp_path / "rgb.npz")
+    out = tmp_path / "r.json"
+    bad = runner.invoke(app, ["inspect", spec, "--vendi-extractor", "sift", "--json", str(out)])
+    assert isinstance(bad.exception, ConfigError) and bad.exception.field == "extractor"
+    bad = runner.invoke(app, ["inspect", spec, "--vendi-max-images", "0", "--json", str(out)])
+    assert isinstance(bad.exception, ConfigError)
+    assert bad.exception.field == "vendi_max_images" and not out.exists()
+    np.savez(tmp_path / "black.npz", images=np.zeros((3, 8, 8, 3), np.uint8))
+    report = inspect_pool(f"npz:path={tmp_path / 'black.npz'}")  # inspection still succeeds
+    assert "all zero" in report["vendi"]["error"] and report["decoded"] == 3
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.png").write_text("not an image")
+    report = inspect_pool(f"folder:root={tmp_path / 'junk'}")
+    assert "no decodable images" in report["vendi"]["error"] and report["corrupt"]["count"] == 1

@@ -141,3 +141,76 @@ def test_cli_bad_input_raises_config_error_and_writes_nothing(
     if field == "weights":
         assert "DIVSSL_INCEPTION_WEIGHTS" in str(result.exception)
     assert not list(tmp_path.glob("d.*"))
+
+
+def _orthogonal_pool(path: Path, copies: int = 5) -> str:
+    """Three images lighting disjoint pixel rows (orthogonal pixel vectors), ``copies`` each."""
+    base = np.zeros((3, 12, 12, 3), np.uint8)
+    for i in range(3):
+        base[i, 4 * i : 4 * i + 4] = 200
+    images = np.repeat(base, copies, axis=0)
+    labels = np.repeat(np.arange(3), copies)
+    np.savez(path, images=images, labels=labels, class_names=np.array(["a", "b", "c"]))
+    return f"npz:path={path}"
+
+
+def test_cli_vendi_scores_one_pool_without_b(tmp_path: Path) -> None:
+    # Three distinct images, five copies each: VS = 3 for the pool, 1 within each class.
+    spec = _orthogonal_pool(tmp_path / "o.npz")
+    out = tmp_path / "v.json"
+    args = ["--a", spec, "--metric", "vendi", "--extractor", "pixels", "--input-size", "12"]
+    result = _invoke([*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Vendi" in result.output
+    saved = json.loads(out.read_text())
+    assert saved["metrics"] == {}
+    score = saved["vendi"][spec]
+    assert score["score"] == pytest.approx(3.0, rel=1e-9)
+    assert score["per_class"] == pytest.approx({"a": 1.0, "b": 1.0, "c": 1.0}, rel=1e-9)
+    assert score["class_mean"] == pytest.approx(1.0, rel=1e-9)
+    assert score["n"] == 15 and score["class_counts"] == {"a": 5, "b": 5, "c": 5}
+    assert score["kernel"] == "cosine" and saved["extractor"]["name"] == "pixels"
+
+
+def test_cli_vendi_beside_fid_and_in_csv(tmp_path: Path, run_dir: Path) -> None:
+    x = _orthogonal_pool(tmp_path / "x.npz")
+    np.savez(tmp_path / "y.npz", images=np.full((6, 16, 16, 3), 90, np.uint8))
+    y = f"npz:path={tmp_path / 'y.npz'}"
+    out = tmp_path / "d.csv"
+    args = ["--a", x, "--b", y, "--metric", "fid,vendi", "--extractor", f"run:{run_dir}"]
+    result = _invoke([*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [line.split(",") for line in out.read_text().splitlines()[1:]]
+    assert [r[0] for r in rows] == ["fid", "vendi", "vendi_class_mean", "vendi"]
+    assert [r[1] for r in rows[1:]] == [x, x, y]
+    assert float(rows[3][3]) == pytest.approx(1.0, rel=1e-6)  # six identical images
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        (["--metric", "fid"], "b"),
+        (["--metric", "vendi", "--vendi-kernel", "poly"], "vendi_kernel"),
+        (["--metric", "vendi", "--extractor", "pixels", "--weights", "w.pt"], "weights"),
+    ],
+)
+def test_cli_vendi_bad_input(tmp_path: Path, run_dir: Path, extra: list[str], field: str) -> None:
+    spec = _orthogonal_pool(tmp_path / "o.npz")
+    out = tmp_path / "d.json"
+    options = {"--extractor": f"run:{run_dir}"}
+    options.update({k: v for k, v in zip(extra[::2], extra[1::2], strict=True)})
+    args = [x for kv in options.items() for x in kv]
+    result = _invoke(["--a", spec, *args, "--out", str(out)])
+    assert isinstance(result.exception, ConfigError), result.output
+    assert result.exception.field == field
+    assert not out.exists()
+
+
+def test_cli_vendi_of_a_black_image_is_a_clear_error(tmp_path: Path) -> None:
+    np.savez(tmp_path / "k.npz", images=np.zeros((4, 8, 8, 3), np.uint8))
+    out = tmp_path / "d.json"
+    args = ["--a", f"npz:path={tmp_path / 'k.npz'}", "--metric", "vendi", "--extractor", "pixels"]
+    result = _invoke([*args, "--out", str(out)])
+    assert isinstance(result.exception, ConfigError) and result.exception.field == "pool"
+    assert "all zero" in str(result.exception)
+    assert not out.exists()

@@ -19,8 +19,10 @@ from divssl.distances.extractors import clean_resize
 from divssl.distances.metrics import vdna, vdna_ranges
 from divssl.distances.pipeline import (
     distance_matrix,
+    index_features,
     parse_metrics,
     pool_features,
+    pool_vendi,
     reference_ranges,
     sample_indices,
     tables_to_csv,
@@ -340,3 +342,62 @@ def test_vdna_reference_ranges_cached_and_shared_by_every_pair(tmp_path: Path) -
     assert default["vdna"].params["reference"] == "bright"
     own = vdna(feats["bright"].acts, feats["dark"].acts, 20, vdna_ranges(feats["bright"].acts))
     assert default["vdna"].values[0, 0] == pytest.approx(own.mean, rel=1e-12)
+
+
+def test_pixels_extractor_flattens_resized_raw_pixels() -> None:
+    # vertaix/Vendi-Score get_pixel_vectors: resize to 32 px, flatten raw [0, 255] values.
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (3, 20, 20, 3), dtype=np.uint8)
+    default = get_extractor("pixels")
+    feats, acts = default(images)
+    assert feats.shape == (3, 3 * 32 * 32) and acts == {} and default.layers == []
+    expected = np.stack([_pil_bicubic(im, 32) for im in images]).reshape(3, -1)
+    np.testing.assert_allclose(feats, expected, atol=0.05)  # clean resize, channel-major
+    native = get_extractor("pixels", input_size=20)
+    np.testing.assert_array_equal(native(images)[0], images.transpose(0, 3, 1, 2).reshape(3, -1))
+    assert native.identity != default.identity
+    with pytest.raises(ConfigError) as err:
+        get_extractor("pixels", weights="w.pt")
+    assert err.value.field == "weights"
+    with pytest.raises(ConfigError) as err:
+        get_extractor("pixels", layers=["0"])
+    assert err.value.field == "layers"
+    assert "pixels" in ext_module.extractor_names()
+
+
+def test_index_features_cached_per_index_list(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    pool = _FlakyPool(rng.integers(0, 256, (30, 16, 16, 3), dtype=np.uint8), spec="flaky")
+    counting = _CountingExtractor(get_extractor("pixels", input_size=16))
+    order = np.array([7, 3, 10, 11, 2, 29, 1], dtype=np.int64)  # 10 is corrupt (10 % 5 == 0)
+    first = index_features(pool, counting, order, batch_size=3)
+    assert first.requested == 7 and first.corrupt == 1
+    np.testing.assert_array_equal(first.indices, [7, 3, 11, 2, 29, 1])  # order kept
+    np.testing.assert_array_equal(first.features[1], pool.read(3).transpose(2, 0, 1).ravel())
+    seen = counting.seen
+    again = index_features(pool, counting, order)
+    assert counting.seen == seen  # served from the cache
+    np.testing.assert_array_equal(again.features, first.features)
+    index_features(pool, counting, order[::-1])
+    assert counting.seen > seen  # another order is another entry
+
+
+def test_pool_vendi_uses_the_sampled_images_labels() -> None:
+    images = np.zeros((8, 8, 8, 3), np.uint8)
+    images[:4, :4] = 200  # class 0: one image, four copies
+    images[4:, 4:] = 200  # class 1: another image
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    pool = ArrayPool(images, labels, class_names=["top", "bottom"], spec="two")
+    feats = pool_features(pool, get_extractor("pixels", input_size=8), max_images=8)
+    result = pool_vendi(pool, feats)
+    assert result.score == pytest.approx(2.0, rel=1e-9)
+    assert result.per_class == pytest.approx({"top": 1.0, "bottom": 1.0}, rel=1e-9)
+
+
+def test_check_extractor_name_loads_nothing() -> None:
+    for name in ("inception", "pixels", "run:/no/such/run", "tv:resnet18", "timm:vit_small"):
+        ext_module.check_extractor_name(name)  # names only: no weights are needed
+    for name in ("sift", "tv:", "pixel"):
+        with pytest.raises(ConfigError) as err:
+            ext_module.check_extractor_name(name, "vendi.extractor")
+        assert err.value.field == "vendi.extractor" and "pixels" in err.value.choices

@@ -6,7 +6,8 @@ Columns follow ``divssl.study.results`` (one row per run x evaluation x split x 
 Values are a smooth function of the factors plus seeded noise, so every table and figure has data:
 3 seeds x 3 subset sizes x 2 methods (linear at 10/100% labels, kNN k=20/200, two tasks),
 compositions B / B+A_in_source / B+A_out_web plus an epoch-normalized B, fine-tuning traces with
-ID/OOD points of from-scratch baselines and pretrained runs, and FID/KID distances.
+ID/OOD points of from-scratch baselines and pretrained runs, FID/KID distances and the Vendi
+score of the pool and of every run's subset (``vendi.csv``).
 """
 
 from __future__ import annotations
@@ -176,6 +177,39 @@ def distance_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def vendi_score_of(n: int, composition: str | None) -> float:
+    """A saturating measured diversity: grows with N, compositions with out-of-domain A higher."""
+    extra = {"B+A_out_web": 15.0, "B+A_in_source": 5.0}.get(str(composition), 0.0)
+    return 40.0 * (1.0 - np.exp(-n / 20_000)) + 1.0 + extra
+
+
+def vendi_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """``vendi.csv`` rows: the pool, then one per pretraining run (``divssl.study.diversity``)."""
+    rows: list[dict[str, Any]] = [
+        {"kind": "pool", "name": "world", "run": None, "pool": "world", "n": 6000,
+         "vendi": 41.5, "vendi_class_mean": 12.25, "classes": 10, "extractor": "pixels"}
+    ]  # fmt: skip
+    pre = frame[~frame["baseline"]].drop_duplicates("run")
+    for rec in pre.to_dict("records"):
+        comp = rec["composition"] if isinstance(rec["composition"], str) else None
+        rows.append(
+            {
+                "kind": "subset",
+                "name": rec["run"],
+                "run": rec["run"],
+                "pool": rec["pool"],
+                "composition": comp,
+                "unique_images": rec["unique_images"],
+                "n": min(rec["unique_images"], 10_000),
+                "vendi": vendi_score_of(rec["unique_images"], comp),
+                "vendi_class_mean": 3.0,
+                "classes": 10,
+                "extractor": "pixels",
+            }
+        )
+    return rows
+
+
 def spec(sections: list[str] | None = None) -> dict[str, Any]:
     """The study spec as ``divssl.study`` stores it in ``STUDY_DIR/study.yaml``."""
     out: dict[str, Any] = {
@@ -233,6 +267,7 @@ def make_study(
     distances: bool = True,
     sections: list[str] | None = None,
     fmt: str = "parquet",
+    vendi: bool = True,
 ) -> Path:
     """Write a synthetic study folder and return it."""
     root.mkdir(parents=True, exist_ok=True)
@@ -244,6 +279,8 @@ def make_study(
     (root / "study.yaml").write_text(yaml.safe_dump(spec(sections), sort_keys=False))
     if distances:
         (root / "distances.json").write_text(json.dumps(distance_rows()))
+    if vendi:
+        pd.DataFrame(vendi_rows(frame)).to_csv(root / "vendi.csv", index=False)
     pre = frame[~frame["baseline"]].drop_duplicates("run")
     for rec in pre.to_dict("records"):
         run_dir = root / "runs" / rec["run"]

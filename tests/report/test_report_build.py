@@ -28,7 +28,7 @@ def test_every_section_has_output(full_report) -> None:
     assert paths["html"] == out / "report.html" and paths["markdown"] == out / "report.md"
     svgs = sorted(k for k in paths if k.endswith(".svg"))
     stems = {Path(k).stem.split("_")[0] for k in svgs}
-    assert stems == {"figure3", "figure4", "id", "distance"}
+    assert stems == {"figure3", "figure4", "id", "distance", "vendi"}
     for key in svgs:
         assert (out / key.replace(".svg", ".png")).is_file()
     md = paths["markdown"].read_text()
@@ -180,7 +180,7 @@ def test_cli_report_command(tmp_path: Path) -> None:
 
 
 def test_empty_results_note_every_section(tmp_path: Path) -> None:
-    root = make_study(tmp_path / "s", distances=False)
+    root = make_study(tmp_path / "s", distances=False, vendi=False)
     pd.DataFrame().to_parquet(root / "results.parquet")
     paths = build_report(root)
     md = paths["markdown"].read_text()

@@ -154,9 +154,28 @@ def inspect_command(
         Path | None, typer.Option("--json", help="also write the report as JSON")
     ] = None,
     workers: Annotated[int, typer.Option(help="decoding processes")] = 0,
+    vendi: Annotated[
+        bool, typer.Option("--vendi/--no-vendi", help="measure the pool's Vendi score")
+    ] = True,
+    vendi_extractor: Annotated[
+        str,
+        typer.Option(
+            help="features of the Vendi score: pixels (default, fast, no weights) or an opt-in "
+            "network (inception, run:DIR, ...; slower)"
+        ),
+    ] = "pixels",
+    vendi_weights: Annotated[
+        str | None, typer.Option(help="weights file of --vendi-extractor")
+    ] = None,
+    vendi_max_images: Annotated[
+        int, typer.Option(help="images sampled (seeded) for the Vendi score")
+    ] = 5000,
 ) -> None:
-    """Counts per class and source, image sizes, corrupt files and the manifest hash."""
-    report = inspect_pool(pool, workers)
+    """Counts per class and source, image sizes, corrupt files, the manifest hash and the
+    Vendi score (effective number of distinct images; pixel features unless asked)."""
+    report = inspect_pool(
+        pool, workers, vendi_extractor if vendi else None, vendi_weights, vendi_max_images
+    )
     if json_out is not None:
         atomic_write_json(json_out, report)
     Console().print(render_report(report))

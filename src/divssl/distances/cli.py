@@ -1,4 +1,5 @@
-"""``divssl distance``: FID / KID / VisualDNA between pools, printed like the paper's Table 3.
+"""``divssl distance``: FID / KID / VisualDNA between pools, printed like the paper's Table 3,
+and the Vendi score of each pool (``--metric vendi``: one pool at a time, no ``--b`` needed).
 
 ``app`` holds the single command ``distance``; ``divssl.cli`` mounts it as a top-level command.
 Every input is validated (pools opened, extractor and weights loaded) before any feature is
@@ -68,6 +69,21 @@ def render_tables(tables: dict[str, Any], console: Console) -> None:
         console.print(rich_table)
 
 
+VENDI_TITLE = "Vendi score ↑ (effective number of distinct images)"
+
+
+def render_vendi(scores: dict[str, Any], console: Console) -> None:
+    """Print one row per pool: images, Vendi score, per-class mean and number of classes."""
+    labels, shared = short_labels(list(scores))
+    table = Table(title=VENDI_TITLE, caption=shared or None)
+    for name in ("pool", "images", "Vendi", "per-class mean", "classes"):
+        table.add_column(name, justify="left" if name == "pool" else "right", overflow="fold")
+    for spec, res in scores.items():
+        mean = "—" if res.class_mean is None else f"{res.class_mean:.4g}"
+        table.add_row(labels[spec], str(res.n), f"{res.score:.4g}", mean, str(len(res.per_class)))
+    console.print(table)
+
+
 def _validate(
     metric: list[str],
     max_images: int,
@@ -76,10 +92,18 @@ def _validate(
     kid_subset_size: int,
     vdna_bins: int,
     batch_size: int,
+    b: list[str] | None = None,
+    vendi_kernel: str = "cosine",
 ) -> list[str]:
-    from divssl.distances.pipeline import parse_metrics
+    from divssl.distances.diversity import KERNELS
+    from divssl.distances.pipeline import ALL_METRICS, METRICS, parse_metrics
 
-    metrics = parse_metrics(metric)
+    metrics = parse_metrics(metric, ALL_METRICS)
+    pair = [m for m in metrics if m in METRICS]
+    if pair and not b:
+        raise ConfigError("b", f"{', '.join(pair)} compare(s) two pools: give at least one --b")
+    if vendi_kernel not in KERNELS:
+        raise ConfigError("vendi_kernel", f"unknown kernel {vendi_kernel!r}", KERNELS)
     if max_images < 2:
         raise ConfigError("max_images", f"must be at least 2, got {max_images}")
     if out.suffix.lower() not in _OUT_SUFFIXES:
@@ -111,8 +135,12 @@ def run_distance(
     device: str = "cpu",
     console: Console | None = None,
     vdna_reference: str | None = None,
+    vendi_kernel: str = "cosine",
 ) -> dict[str, Any]:
     """Validate, extract (cached), compute, print and save; returns the saved JSON object.
+
+    Pair metrics (FID, KID, VisualDNA) fill an a x b matrix; ``vendi`` scores every pool given
+    (``--a`` and ``--b``) on its own, with its per-class mean for labelled pools.
 
     Raises:
         ConfigError: any bad input, before any feature is computed.
@@ -120,17 +148,19 @@ def run_distance(
     from divssl.data.pool import open_pool
     from divssl.distances.extractors import get_extractor
     from divssl.distances.pipeline import (
+        METRICS,
         distance_matrix,
         pool_features,
+        pool_vendi,
         reference_ranges,
         tables_to_csv,
     )
     from divssl.io import atomic_write_json, atomic_write_text
 
     console = console or Console()
-    metrics = _validate(
-        metric, max_images, out, kid_subsets, kid_subset_size, vdna_bins, batch_size
-    )
+    settings = (max_images, out, kid_subsets, kid_subset_size, vdna_bins, batch_size)
+    metrics = _validate(metric, *settings, b, vendi_kernel)
+    pair = [m for m in metrics if m in METRICS]
     specs = list(dict.fromkeys([*a, *b]))
     pools = {s: open_pool(s, field="a" if s in a else "b") for s in specs}
     with_acts = "vdna" in metrics
@@ -164,18 +194,29 @@ def run_distance(
         ranges = None
         if ref_pool is not None:
             ranges = reference_ranges(ref_pool, ext, max_images, seed, batch_size)
-    tables = distance_matrix(
-        {s: feats[s] for s in dict.fromkeys(a)},
-        {s: feats[s] for s in dict.fromkeys(b)},
-        metrics,
-        kid_subsets=kid_subsets,
-        kid_subset_size=kid_subset_size,
-        vdna_bins=vdna_bins,
-        seed=seed,
-        vdna_fixed_ranges=ranges,
-        vdna_reference=reference,
-    )
+    tables = {}
+    if pair:
+        tables = distance_matrix(
+            {s: feats[s] for s in dict.fromkeys(a)},
+            {s: feats[s] for s in dict.fromkeys(b)},
+            pair,
+            kid_subsets=kid_subsets,
+            kid_subset_size=kid_subset_size,
+            vdna_bins=vdna_bins,
+            seed=seed,
+            vdna_fixed_ranges=ranges,
+            vdna_reference=reference,
+        )
+    vendi_scores = {}
+    if "vendi" in metrics:
+        for spec, f in feats.items():
+            try:
+                vendi_scores[spec] = pool_vendi(pools[spec], f, vendi_kernel, seed=seed)
+            except ValueError as exc:  # e.g. an all-zero feature vector (a black image, pixels)
+                raise ConfigError("pool", f"{spec}: Vendi score undefined: {exc}") from exc
     render_tables(tables, console)
+    if vendi_scores:
+        render_vendi(vendi_scores, console)
     result = {
         "extractor": {
             "name": ext.name,
@@ -195,10 +236,12 @@ def run_distance(
         },
         "metrics": {m: t.to_dict() for m, t in tables.items()},
     }
+    if vendi_scores:
+        result["vendi"] = {s: v.to_dict() for s, v in vendi_scores.items()}
     if ref_pool is not None:
         result["vdna_reference"] = {"spec": reference, "manifest_hash": ref_pool.manifest_hash()}
     if out.suffix.lower() == ".csv":
-        atomic_write_text(out, tables_to_csv(tables))
+        atomic_write_text(out, tables_to_csv(tables, vendi_scores))
     else:
         atomic_write_json(out, result)
     console.print(f"saved {out}")
@@ -208,14 +251,23 @@ def run_distance(
 @app.command("distance")
 def distance(
     a: list[str] = typer.Option(..., "--a", help="Pool spec of a row (repeatable)."),
-    b: list[str] = typer.Option(..., "--b", help="Pool spec of a column (repeatable)."),
+    b: list[str] = typer.Option(
+        [],
+        "--b",
+        help="Pool spec of a column (repeatable); not needed for --metric vendi, which scores "
+        "each pool on its own.",
+    ),
     metric: list[str] = typer.Option(
-        ["fid"], "--metric", help="Comma-separated subset of fid,kid,vdna (repeatable)."
+        ["fid"],
+        "--metric",
+        help="Comma-separated subset of fid,kid,vdna (between pools) and vendi (the Vendi "
+        "score of each pool: effective number of distinct images) (repeatable).",
     ),
     extractor: str = typer.Option(
         ...,
         "--extractor",
-        help="inception, dinov2_vitb14, mugs_vitb16, run:DIR, tv:NAME or timm:NAME.",
+        help="inception, dinov2_vitb14, mugs_vitb16, pixels (no weights), run:DIR, tv:NAME or "
+        "timm:NAME.",
     ),
     weights: Path | None = typer.Option(
         None, "--weights", help="Local state_dict file (or $DIVSSL_<NAME>_WEIGHTS)."
@@ -241,8 +293,11 @@ def distance(
         "--vdna-reference",
         help="Pool whose activations fix VisualDNA's per-neuron ranges (default: first --a).",
     ),
+    vendi_kernel: str = typer.Option(
+        "cosine", "--vendi-kernel", help="Vendi similarity kernel: cosine (exact) or rbf."
+    ),
 ) -> None:
-    """FID / KID / VisualDNA between every --a pool and every --b pool."""
+    """FID / KID / VisualDNA between every --a pool and every --b pool; Vendi score of each."""
     run_distance(
         a,
         b,
@@ -260,4 +315,5 @@ def distance(
         batch_size,
         device,
         vdna_reference=vdna_reference,
+        vendi_kernel=vendi_kernel,
     )

@@ -25,6 +25,10 @@ Names:
   size.
 * ``tv:NAME`` / ``timm:NAME`` — any torchvision / timm architecture with ``weights=PATH``; its
   classification head is replaced by the identity so the features are the pooled penultimate layer.
+* ``pixels`` — no network: the image resized to ``input_size`` (default 32) px and flattened,
+  raw values in [0, 255] (3·S² features). The Vendi score's pixel features (Friedman & Dieng 2023;
+  vertaix/Vendi-Score ``vendi_score/image_utils.py``, ``get_pixel_vectors(images, resize=32)``);
+  needs no weights, so ``divssl data inspect`` uses it by default. No layers (no VisualDNA).
 
 Resizing (all names except ``run:DIR``) follows clean-fid: every image is resized straight to the
 extractor's square input from its uint8 pixels with ``F.interpolate(mode="bicubic",
@@ -74,6 +78,8 @@ WEIGHT_SOURCES = {
 }
 NAMED_EXTRACTORS = tuple(WEIGHT_ENV_VARS)
 PREFIXES = ("run:", "tv:", "timm:")
+PIXELS = "pixels"
+PIXELS_SIZE = 32  # vertaix/Vendi-Score vendi_score/image_utils.py: get_pixel_vectors(resize=32)
 
 # Keys a checkpoint may carry that the feature extractor deliberately does not have.
 _EXTRA_KEY_PREFIXES = (
@@ -210,7 +216,7 @@ class Extractor:
             batch = torch.from_numpy(np.ascontiguousarray(np.stack(list(images))))
             return self.transform(batch.permute(0, 3, 1, 2).to(self.device))
         parts = [
-            self.transform(torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None])
+            self.transform(torch.from_numpy(np.array(im)).permute(2, 0, 1)[None])  # writable copy
             for im in images
         ]
         return torch.cat(parts).to(self.device)
@@ -545,7 +551,18 @@ def _build_run(run_dir: Path) -> tuple[nn.Module, Transform, int, str]:
 
 def extractor_names() -> list[str]:
     """The named extractors and the accepted prefixes."""
-    return [*NAMED_EXTRACTORS, "run:DIR", "tv:NAME", "timm:NAME"]
+    return [*NAMED_EXTRACTORS, PIXELS, "run:DIR", "tv:NAME", "timm:NAME"]
+
+
+def check_extractor_name(name: str, field: str = "extractor") -> None:
+    """Refuse a name :func:`get_extractor` cannot build (no model or weights are loaded).
+
+    Raises:
+        ConfigError: naming ``field`` and the valid names.
+    """
+    prefixed = name.startswith(PREFIXES) and bool(name.split(":", 1)[1])
+    if name not in (*NAMED_EXTRACTORS, PIXELS) and not prefixed:
+        raise ConfigError(field, f"unknown extractor {name!r}", extractor_names())
 
 
 def get_extractor(
@@ -559,8 +576,8 @@ def get_extractor(
     """Build a feature extractor from local files.
 
     Args:
-        name: ``inception``, ``dinov2_vitb14``, ``mugs_vitb16``, ``run:DIR``, ``tv:NAME`` or
-            ``timm:NAME``.
+        name: ``inception``, ``dinov2_vitb14``, ``mugs_vitb16``, ``pixels``, ``run:DIR``,
+            ``tv:NAME`` or ``timm:NAME``.
         weights: state_dict file; for the named extractors it defaults to the environment
             variable in ``WEIGHT_ENV_VARS``; not allowed for ``run:DIR`` (its ``backbone.pt``).
         input_size: override of the model's input side (not for ``run:DIR``).
@@ -580,6 +597,8 @@ def get_extractor(
             )
         run_dir = Path(name[len("run:") :]).expanduser()
         model, transform, size, identity = _build_run(run_dir)
+    elif name == PIXELS:
+        return _pixel_extractor(weights, input_size, layers, device)
     elif name in NAMED_EXTRACTORS:
         path = _resolve_weights(name, weights)
         model, transform, size = _build_named(name, path, input_size)
@@ -593,3 +612,21 @@ def get_extractor(
     chosen = _check_layers(model, layers) if layers else default_layers(model)
     identity += f"|size={size}|layers={','.join(chosen)}"
     return Extractor(name, identity, model, transform, size, chosen, device)
+
+
+def _pixel_extractor(
+    weights: str | Path | None,
+    input_size: int | None,
+    layers: Sequence[str] | None,
+    device: str | torch.device,
+) -> Extractor:
+    """The ``pixels`` extractor: clean resize to S x S, then flatten (B, 3·S²) raw [0, 255]."""
+    if weights is not None:
+        raise ConfigError("weights", "the pixels extractor has no weights")
+    if layers:
+        raise ConfigError("layers", "the pixels extractor has no layers (no VisualDNA)")
+    size = input_size or PIXELS_SIZE
+    identity = f"{PIXELS}|size={size}|layers="
+    return Extractor(
+        PIXELS, identity, nn.Flatten(), lambda x: clean_resize(x, size), size, [], device
+    )

@@ -7,6 +7,10 @@ identity (architecture, weights hash, input size, layers), the pool's manifest h
 ``max_images``, ``seed`` and whether activations were kept. :func:`distance_matrix` computes every
 (a, b) pair for each metric, reusing one feature set per pool.
 
+The Vendi score (:func:`pool_vendi`) measures one pool, not a pair: it reuses the same cached
+features (``divssl distance --metric vendi``); :func:`index_features` caches the features of an
+explicit index list (a pretraining subset: the first N entries of an ordering).
+
 VisualDNA bins every neuron over a fixed range per extractor and layer, computed once from a
 declared *reference pool* (:func:`reference_ranges`: ``[1.2 min, 1.2 max]`` of its activations, as
 the VisualDNA library) and cached beside the features under ``$DIVSSL_CACHE/vdna-ranges``, so every
@@ -16,6 +20,7 @@ VisualDNA distance computed with that reference is in the same units.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +30,7 @@ import numpy as np
 
 from divssl.cache import cache_key, cache_root, cached_arrays
 from divssl.data.pool import CorruptImage, Pool
+from divssl.distances.diversity import VendiResult, vendi
 from divssl.distances.extractors import Extractor
 from divssl.distances.metrics import (
     VDNA_RANGE_SCALE,
@@ -36,7 +42,9 @@ from divssl.distances.metrics import (
 )
 from divssl.errors import ConfigError
 
-METRICS = ("fid", "kid", "vdna")
+METRICS = ("fid", "kid", "vdna")  # between two pools
+POOL_METRICS = ("vendi",)  # of one pool
+ALL_METRICS = (*METRICS, *POOL_METRICS)
 CACHE_NAMESPACE = "distance-features"
 RANGES_NAMESPACE = "vdna-ranges"
 _CACHE_VERSION = 1
@@ -178,6 +186,66 @@ def pool_features(
     return PoolFeatures(arrays["features"], acts, arrays["indices"], len(indices))
 
 
+def index_features(
+    pool: Pool,
+    extractor: Extractor,
+    indices: np.ndarray,
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> PoolFeatures:
+    """Cached features of the images at an explicit, ordered index list (e.g. a subset).
+
+    The cache key holds the extractor identity, the pool's manifest hash and a hash of the
+    indices in their order, so a subset's features are computed once per extractor.
+
+    Args:
+        pool: any random-access pool.
+        extractor: the feature extractor.
+        indices: (N,) pool indices, in the order wanted (corrupt ones are skipped).
+        batch_size: images per forward pass.
+        progress: called with the number of images done after each batch (on a cache miss).
+    """
+    idx = np.ascontiguousarray(indices, dtype=np.int64)
+    digest = hashlib.sha256(idx.tobytes()).hexdigest()[:24]
+    parts = (_CACHE_VERSION, extractor.identity, pool.manifest_hash(), "indices", digest)
+    key = cache_key(CACHE_NAMESPACE, *parts)
+    arrays = cached_arrays(
+        CACHE_NAMESPACE,
+        key,
+        lambda: extract_features(pool, extractor, idx, False, batch_size, progress),
+    )
+    return PoolFeatures(arrays["features"], {}, arrays["indices"], len(idx))
+
+
+def pool_vendi(
+    pool: Pool,
+    feats: PoolFeatures,
+    kernel: str = "cosine",
+    bandwidth: float | None = None,
+    seed: int = 0,
+) -> VendiResult:
+    """Vendi score of a pool's sampled features, per class when the pool has labels.
+
+    Args:
+        pool: the pool the features came from (labels and class names).
+        feats: from :func:`pool_features` or :func:`index_features`.
+        kernel: ``cosine`` or ``rbf`` (:func:`~divssl.distances.diversity.vendi`).
+        bandwidth: rbf σ (``None``: median heuristic).
+        seed: rbf: seed of the median heuristic and the Nyström landmarks.
+    """
+    labels = None
+    if pool.labels is not None:
+        labels = np.asarray(pool.labels, dtype=np.int64)[feats.indices]
+    return vendi(
+        feats.features,
+        labels,
+        kernel,
+        class_names=pool.class_names,
+        bandwidth=bandwidth,
+        seed=seed,
+    )
+
+
 def reference_ranges(
     pool: Pool,
     extractor: Extractor,
@@ -255,8 +323,12 @@ class DistanceTable:
         return out
 
 
-def parse_metrics(text: str | Sequence[str]) -> list[str]:
+def parse_metrics(text: str | Sequence[str], allowed: Sequence[str] = METRICS) -> list[str]:
     """``"fid,kid"`` (or a list of such strings) -> validated, de-duplicated metric names.
+
+    Args:
+        text: comma-separated names.
+        allowed: valid names (default: the pair metrics; the CLI also allows ``vendi``).
 
     Raises:
         ConfigError: empty or unknown metric.
@@ -268,12 +340,12 @@ def parse_metrics(text: str | Sequence[str]) -> list[str]:
             name = name.strip().lower()
             if not name:
                 continue
-            if name not in METRICS:
-                raise ConfigError("metric", f"unknown metric {name!r}", METRICS)
+            if name not in allowed:
+                raise ConfigError("metric", f"unknown metric {name!r}", allowed)
             if name not in names:
                 names.append(name)
     if not names:
-        raise ConfigError("metric", "no metric given", METRICS)
+        raise ConfigError("metric", "no metric given", allowed)
     return names
 
 
@@ -346,8 +418,14 @@ def distance_matrix(
     return {m: tables[m] for m in metrics}
 
 
-def tables_to_csv(tables: dict[str, DistanceTable]) -> str:
-    """Long-format CSV: ``metric,a,b,value,std`` (std empty except for KID)."""
+def tables_to_csv(
+    tables: dict[str, DistanceTable], vendi_scores: dict[str, VendiResult] | None = None
+) -> str:
+    """Long-format CSV: ``metric,a,b,value,std`` (std empty except for KID).
+
+    Vendi scores (one pool each) are rows ``vendi,<pool>,,<score>,`` and, for labelled pools,
+    ``vendi_class_mean,<pool>,,<mean>,``.
+    """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["metric", "a", "b", "value", "std"])
@@ -356,4 +434,8 @@ def tables_to_csv(tables: dict[str, DistanceTable]) -> str:
             for j, c in enumerate(table.cols):
                 std = "" if table.std is None else repr(float(table.std[i, j]))
                 writer.writerow([table.metric, r, c, repr(float(table.values[i, j])), std])
+    for spec, res in (vendi_scores or {}).items():
+        writer.writerow(["vendi", spec, "", repr(res.score), ""])
+        if res.class_mean is not None:
+            writer.writerow(["vendi_class_mean", spec, "", repr(res.class_mean), ""])
     return buf.getvalue()

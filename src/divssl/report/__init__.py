@@ -1,9 +1,10 @@
 """``divssl report STUDY_DIR``: HTML and Markdown reports computed only from a study's files.
 
 :func:`build_report` reads ``results.parquet`` (or ``.csv``), ``study.yaml``, ``distances.json``
-(or ``.csv``) and every ``runs/*/summary.json`` / ``config.yaml``, builds the sections named in the
-spec's ``report.sections`` (all of :data:`SECTIONS` by default) and writes into ``out_dir``
-(default ``STUDY_DIR/report``): ``report.html`` (one self-contained page, figures embedded),
+(or ``.csv``), ``vendi.csv`` (measured diversity, when the study declares ``vendi:``) and every
+``runs/*/summary.json`` / ``config.yaml``, builds the sections named in the spec's
+``report.sections`` (all of :data:`SECTIONS` by default) and writes into ``out_dir`` (default
+``STUDY_DIR/report``): ``report.html`` (one self-contained page, figures embedded),
 ``report.md`` (referencing the PNGs), ``figures/*.svg`` + ``figures/*.png`` (200 dpi) and
 ``tables/*.csv`` (the numbers behind every table). A section without data is replaced by a
 one-line note; nothing in a report is typed by hand.
@@ -31,6 +32,7 @@ SECTIONS = (
     "figure4",
     "id_ood",
     "distances",
+    "vendi",
 )
 SECTION_TITLES = {
     "findings": "Findings",
@@ -42,6 +44,7 @@ SECTION_TITLES = {
     "figure4": "Saturation with pretraining diversity (Figure 4-style)",
     "id_ood": "ID vs OOD robustness after fine-tuning",
     "distances": "Distribution distances",
+    "vendi": "Accuracy vs measured diversity (Vendi score)",
 }
 SECTION_INTROS = {
     "findings": "The declared contrasts, each with its interval and whether it is resolved.",
@@ -55,6 +58,8 @@ SECTION_INTROS = {
     "figure4": "Score against diversity on a log axis: does more diversity keep paying off?",
     "id_ood": "Effective robustness: OOD score above the trend of models trained from scratch.",
     "distances": "FID / KID / VisualDNA between pools, and their rank correlation with scores.",
+    "vendi": "Score against the number of unique images N and against the pretraining set's "
+    "measured diversity (Vendi score: effective number of distinct images): is N the right axis?",
 }
 SKIP_REASONS = {
     "findings": "the study declares no report.contrasts",
@@ -62,6 +67,7 @@ SKIP_REASONS = {
     "table2": "needs probe results on at least two downstream tasks or splits",
     "table5": "needs linear-probe results at two or more label fractions",
     "distances": "no distances.json or distances.csv in the study folder",
+    "vendi": "no vendi.csv in the study folder (declare a vendi: block in the study)",
 }
 
 
@@ -119,6 +125,9 @@ def build_sections(data: StudyData, fig_dir: Path, names: list[str]) -> list[Sec
             sec.blocks = getattr(tables, name)(data)
             if name == "table1":  # reference rows: pixels and a random-init encoder
                 sec.blocks += tables.baseline_table(data)
+        elif name == "vendi":
+            panel = figures.vendi_figure(data, fig_dir)
+            sec.blocks, sec.notes = panel.blocks, panel.notes
         elif name == "distances":
             sec.blocks = tables.distance_tables(data)
             if sec.blocks:

@@ -11,6 +11,8 @@
   robustness in the legend (Ramanujan et al. 2023; Taori et al. 2020).
 * :func:`distance_figure`: distance between pretraining set and task vs downstream score, with
   Spearman's rank correlation (``scipy.stats.spearmanr``) and n in the title (paper Table 3).
+* :func:`vendi_figure`: score vs N beside score vs the pretraining subset's measured diversity
+  (Vendi score, Friedman & Dieng 2023), with Spearman's ρ of each, and every pool's Vendi score.
 
 Colours are the Okabe-Ito colour-blind-safe palette, doubled by marker shapes and bar hatches;
 every axis is labelled with its unit. Each figure is written as a full-resolution SVG and a PNG at
@@ -44,10 +46,12 @@ from divssl.report.tables import (
     MISSING,
     StudyData,
     TableBlock,
+    cell,
     condition_label,
     distance_accuracy_points,
     finetune_points,
     fmt_count,
+    fmt_value,
     format_interval,
     ordered,
     primary_metric,
@@ -804,3 +808,164 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
         return math.nan, math.nan, n
     res = spearmanr(x, y)
     return float(res.statistic), float(res.pvalue), n
+
+
+# ------------------------------------------------------------------------ measured diversity
+
+
+def vendi_figure(data: StudyData, out_dir: Path) -> Panel:
+    """Score vs N next to score vs measured diversity (Vendi score), per (task, C).
+
+    Reads ``data.vendi`` (``vendi.csv`` of :mod:`divssl.study.diversity`): a table of every
+    pool's Vendi score, then per task and budget C one figure with two panels sharing the score
+    axis: the primary probe score (ID split, mean over seeds with 95% intervals) against the
+    number of unique images N (log scale) and against the Vendi score of the run's pretraining
+    subset (mean over the seeds' subsets), one line per method / backbone / pretraining set,
+    with Spearman's ρ of each panel in its title. The numbers follow as a table.
+    """
+    if data.vendi is None:
+        return Panel([], [])
+    blocks: list[TableBlock | FigureBlock] = []
+    pools = data.vendi[data.vendi["kind"] == "pool"]
+    if not pools.empty:
+        blocks.append(_vendi_pool_table(pools))
+    subsets = data.vendi[(data.vendi["kind"] == "subset") & data.vendi["vendi"].notna()]
+    rows = primary_probe(data.results)
+    rows = rows[rows["split"] == "id"].merge(subsets[["run", "vendi"]], on="run", how="inner")
+    if rows.empty:
+        return Panel(blocks, ["no ID probe result of a run whose subset has a Vendi score"])
+    stats = summarize_seeds(rows, data.condition)
+    # The same groups in the same (sorted) order: the mean Vendi score of each point's runs.
+    stats["vendi"] = summarize_seeds(rows.assign(value=rows["vendi"]), data.condition)["mean"]
+    line_keys = ["method", "backbone", "pretrain_set", *data.factors]
+    notes: list[str] = []
+    for (task, c), group in stats.groupby(["task", "budget_images"], sort=True):
+        if len(group) < 2:
+            notes.append(f"{task}, C = {fmt_count(c)}: fewer than two points")
+            continue
+        blocks += _vendi_group(group, line_keys, str(task), float(c), out_dir)
+    return Panel(blocks, notes)
+
+
+def _vendi_pool_table(pools: pd.DataFrame) -> TableBlock:
+    numbers = pools.reset_index(drop=True)
+
+    def column(name: str) -> list[Any]:
+        return numbers[name].tolist() if name in numbers else [math.nan] * len(numbers)
+
+    display = pd.DataFrame(
+        {
+            "pool": [str(v) for v in column("name")],
+            "images scored": [fmt_value(v) for v in column("n")],
+            "Vendi score": [_fmt_vendi(v) for v in column("vendi")],
+            "per-class mean": [_fmt_vendi(v) for v in column("vendi_class_mean")],
+        }
+    )
+    extractors = ", ".join(sorted({str(v) for v in column("extractor")}))
+    return TableBlock(
+        key="vendi_pools",
+        title="Vendi score of every pool",
+        caption=(
+            "Vendi score (Friedman & Dieng 2023): exp of the Shannon entropy of the eigenvalues "
+            "of K/n, K the cosine-similarity matrix of the images' features "
+            f"({extractors} features), i.e. the effective number of distinct images, from 1 (all "
+            "alike) to n (all dissimilar); per-class mean: the mean of the classes' own scores. "
+            "Scored on a seeded sample of each pool (images scored)."
+        ),
+        display=display,
+        numbers=numbers,
+    )
+
+
+def _fmt_vendi(value: Any) -> str:
+    return MISSING if value is None or not math.isfinite(float(value)) else f"{float(value):.4g}"
+
+
+def _vendi_group(
+    group: pd.DataFrame, line_keys: list[str], task: str, c: float, out_dir: Path
+) -> list[TableBlock | FigureBlock]:
+    fig = new_figure(9.6, 4.0)
+    ax_n, ax_v = fig.subplots(1, 2, sharey=True)
+    metric = str(group["metric"].iloc[0])
+    setting = setting_label(
+        group["eval"].iloc[0], group["label_fraction"].iloc[0], group["k"].iloc[0]
+    )
+    lines = list(dict.fromkeys(tuple(r) for r in group[line_keys].itertuples(index=False)))
+    handles: dict[str, Any] = {}
+    for i, ln in enumerate(lines):
+        sel = np.logical_and.reduce([_eq(group[k], v) for k, v in zip(line_keys, ln, strict=True)])
+        pts = group[sel]
+        color, marker = SERIES[i % len(SERIES)], MARKERS[i % len(MARKERS)]
+        label = " / ".join(str(v) for v in ln if not (isinstance(v, float) and math.isnan(v)))
+        for ax, x in ((ax_n, "unique_images"), (ax_v, "vendi")):
+            p = pts.sort_values(x)
+            h = ax.errorbar(
+                p[x],
+                _pct(p["mean"]),
+                yerr=_yerr(p),
+                color=color,
+                marker=marker,
+                markersize=4.5,
+                linewidth=1.3,
+                capsize=2,
+                elinewidth=0.8,
+                label=label,
+            )
+            handles.setdefault(label, h)
+    rho_text = {}
+    for x, name in (("unique_images", "N"), ("vendi", "Vendi")):
+        rho, p, n = _spearman(group[x].to_numpy(float), group["mean"].to_numpy(float))
+        rho_text[name] = (
+            f"ρ = {rho:+.2f} (p = {p:.2g}, n = {n})"
+            if math.isfinite(rho)
+            else f"ρ undefined (n = {n})"
+        )
+    ax_n.set_xscale("log")
+    ax_n.set_xlabel("N, unique images in the pretraining set (log scale)")
+    _value_ticks(ax_n.xaxis, group["unique_images"], fmt_count)
+    ax_n.set_title(f"counted: score vs N\nSpearman {rho_text['N']}")
+    ax_v.set_xlabel("Vendi score of the pretraining set\n(effective number of distinct images)")
+    ax_v.xaxis.set_major_locator(MaxNLocator(5))
+    ax_v.set_title(f"measured: score vs Vendi score\nSpearman {rho_text['Vendi']}")
+    ax_n.set_ylabel(_score_label(metric, setting))
+    fig.legend(
+        handles=list(handles.values()),
+        loc="outside lower center",
+        ncols=min(len(handles), 3),
+        frameon=False,
+        title="method / backbone / set",
+    )
+    fig.suptitle(f"{task}: score vs counted and measured diversity at C = {fmt_count(c)} images")
+    key = slug("vendi", task, int(c))
+    svg, png = save_figure(fig, out_dir, key)
+    caption = (
+        f"{METRIC_LABELS.get(metric, metric)} (%, {setting}) on the ID test split of {task} at a "
+        f"fixed budget C = {int(c):,} images, against the number of unique images N (left) and "
+        "against the Vendi score of the run's pretraining subset (right; mean over the seeds' "
+        "subsets). Points: mean over seeds; error bars: 95% Student-t interval over seeds "
+        "(bootstrap interval over test images for single-seed points). Spearman's rank "
+        f"correlation over all points: vs N {rho_text['N']}, vs Vendi {rho_text['Vendi']}. "
+        "Nested subsets of one ordering rank the same on both axes unless the Vendi score "
+        "saturates or compositions differ in measured diversity at equal N."
+    )
+    numbers = group.reset_index(drop=True)
+    display = pd.DataFrame(
+        {
+            "method / backbone / set": [
+                " / ".join(str(r[k]) for k in line_keys[:3]) for r in numbers.to_dict("records")
+            ],
+            "N": [fmt_count(v) for v in numbers["unique_images"]],
+            "Vendi score": [_fmt_vendi(v) for v in numbers["vendi"]],
+            "score (%)": [cell(r) for r in numbers.to_dict("records")],
+        }
+    )
+    table = TableBlock(
+        key=f"{key}_numbers",
+        title=f"Numbers behind the Vendi figure: {task}, C = {fmt_count(c)}",
+        caption="Each point of the figure: N, the mean Vendi score of its runs' subsets and the "
+        "score (mean ± half-width of the 95% interval, n).",
+        display=display,
+        numbers=numbers,
+    )
+    title = f"Score vs N and vs measured diversity: {task}, C = {fmt_count(c)}"
+    return [FigureBlock(key, title, caption, svg, png), table]

@@ -142,6 +142,7 @@ class StudyData:
     configs: list[dict[str, Any]] = field(default_factory=list)
     factors: list[str] = field(default_factory=list)
     baselines: pd.DataFrame | None = None  # reference rows of baselines.json (pixels, random)
+    vendi: pd.DataFrame | None = None  # vendi.csv: Vendi score per pool and per run's subset
 
     @property
     def condition(self) -> list[str]:
@@ -198,6 +199,7 @@ def load_study(study_dir: str | Path) -> StudyData:
         spec=spec,
         distances=read_distances(root),
         baselines=read_baselines(root),
+        vendi=read_vendi(root),
         summaries=summaries,
         configs=[c for c in configs if isinstance(c, dict)],
         factors=factors,
@@ -411,6 +413,29 @@ def read_distances(study_dir: Path) -> pd.DataFrame | None:
     frame["metric"] = frame["metric"].astype(str).str.lower()
     frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
     for col in ("std", "n", "n_a", "n_b"):
+        if col in frame.columns:
+            frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    return frame
+
+
+VENDI_COLUMNS = ("kind", "name", "run", "vendi")
+
+
+def read_vendi(study_dir: Path) -> pd.DataFrame | None:
+    """``vendi.csv`` (``divssl.study.diversity``): one row per pool (``kind = pool``) and per
+    pretraining run (``kind = subset``, keyed by ``run``), column ``vendi``; None when absent.
+
+    Raises:
+        ConfigError: rows lack ``kind``, ``name``, ``run`` or ``vendi``.
+    """
+    path = study_dir / "vendi.csv"
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path)
+    missing = [c for c in VENDI_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ConfigError("vendi.csv", f"missing columns {missing}", VENDI_COLUMNS)
+    for col in ("vendi", "vendi_class_mean", "n", "unique_images"):
         if col in frame.columns:
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
     return frame

@@ -119,6 +119,8 @@ def _run(plan: Any, backend: str, address: str | None, executor: str, workers: i
         )
     if outcome.distances_error:
         console.print(f"distances not computed: {outcome.distances_error}", markup=False)
+    if outcome.vendi_error:
+        console.print(f"Vendi scores not computed: {outcome.vendi_error}", markup=False)
     return outcome
 
 

@@ -452,6 +452,7 @@ class StudyOutcome:
     results: list[dict[str, Any]]
     rows: int
     distances_error: str | None = None
+    vendi_error: str | None = None  # why the Vendi scores were not computed
 
     def count(self, status: str) -> int:
         """Jobs with this status."""
@@ -511,6 +512,17 @@ def run_study(
                     "error": distances_error,
                 },
             )
+    vendi_error = None
+    if plan.study.vendi is not None:  # measured diversity of every pool and subset (cached)
+        from divssl.study.diversity import compute_vendi
+
+        try:
+            compute_vendi(root, plan.study, frame)
+        except ConfigError as exc:
+            vendi_error = str(exc)
+            append_event(
+                root, {"job": "vendi", "kind": "vendi", "event": "failed", "error": vendi_error}
+            )
     if plan.study.report.baselines and not (root / "baselines.json").is_file():
         from divssl.evaluate.baselines import compute_study_baselines
 
@@ -519,4 +531,4 @@ def run_study(
         except ConfigError as exc:
             event = {"job": "baselines", "kind": "baselines", "event": "failed"}
             append_event(root, {**event, "error": str(exc)})
-    return StudyOutcome(root, results, len(frame), distances_error)
+    return StudyOutcome(root, results, len(frame), distances_error, vendi_error)

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from divssl.errors import ConfigError, unknown_choice
 from divssl.evaluate.settings import (
@@ -195,6 +195,23 @@ class DistanceSpec(_Strict):
     batch_size: int = 64
 
 
+class VendiSpec(_Strict):
+    """Measured diversity (``divssl.study.diversity``): the Vendi score of every pool and every
+    pretraining subset, written to ``STUDY_DIR/vendi.json`` / ``vendi.csv``.
+
+    ``extractor`` is any name of :func:`divssl.distances.get_extractor` or a study run (as in
+    :class:`DistanceSpec`); ``pixels`` needs no weights. ``max_images`` caps the images scored per
+    pool or subset (a seeded sample; a subset's first ``max_images`` ordering entries).
+    """
+
+    extractor: str = "pixels"
+    weights: str | None = None
+    kernel: Literal["cosine", "rbf"] = "cosine"
+    max_images: int = Field(10_000, ge=2)
+    seed: int = 0
+    batch_size: int = Field(64, ge=1)
+
+
 class Resources(_Strict):
     """What each run needs and how backends place it.
 
@@ -250,6 +267,7 @@ class Study(_Strict):
     prior_task: str | None = None  # task whose classes define `in`/`out` composition priors
     evaluations: list[Evaluation] = []
     distances: list[DistanceSpec] = []
+    vendi: VendiSpec | None = None  # Vendi score of every pool and pretraining subset
     report: ReportSpec = ReportSpec()
     resources: Resources = Resources()
     tracking: Literal["none", "mlflow"] = "none"
@@ -486,6 +504,10 @@ def _check_references(study: Study) -> None:
             parse_metrics(dspec.metric)
         except ConfigError as exc:
             raise reprefix(exc, f"distances[{i}]") from None
+    if study.vendi is not None:  # the name only: weights load when the scores are computed
+        from divssl.distances.extractors import check_extractor_name
+
+        check_extractor_name(study.vendi.extractor, "vendi.extractor")
     _check_report_sections(study.report.sections)
     needs_epoch = any("epoch" in g.get("normalization", []) for g in study.grid)
     if needs_epoch and not study.epoch_reference:
