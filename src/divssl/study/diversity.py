@@ -110,11 +110,11 @@ def _score_or_error(compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 def _subset_positions(job: dict[str, Any]) -> tuple[Any, Any, np.ndarray]:
     """(raw pool, ordering, positions of the first N ordering entries) of a pretraining job.
 
-    The pool and ordering are built as :func:`divssl.train.prepare` builds them.
+    The pool and ordering are built as :func:`divssl.pretrain.loop.prepare` builds them.
     """
     from divssl.data.ordering import check_ordering, load_ordering, make_ordering
+    from divssl.pretrain.loop import _open_training_pool
     from divssl.study.plan import load_run_config
-    from divssl.train import _open_training_pool
 
     cfg = load_run_config(job["config"])
     raw_pool, _ = _open_training_pool(cfg)
