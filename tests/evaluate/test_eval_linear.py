@@ -265,3 +265,26 @@ def test_probe_config_validation() -> None:
     assert cfg.solver == "sgd" and cfg.settings() == [ProbeSetting(0.0, 0.1)]
     grid = ProbeConfig(solver="sgd", weight_decays=(0.0, 1e-4), lrs=(0.1, 1.0)).settings()
     assert len(grid) == 4
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cpu_objective_runs_on_the_given_blas_threads(
+    threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from threadpoolctl import threadpool_info
+
+    from divssl.evaluate import linear as linear_module
+
+    seen: list[int] = []
+    call = linear_module._NumpySoftmaxObjective.__call__
+
+    def spy(self, theta):  # noqa: ANN001, ANN202
+        seen.extend(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+        return call(self, theta)
+
+    monkeypatch.setattr(linear_module._NumpySoftmaxObjective, "__call__", spy)
+    x, y = blobs(60, 4, 2, seed=9)
+    before = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    fit_lbfgs(Standardizer.fit(x)(x), y, 2, [1e-2], threads=threads)
+    assert seen and set(seen) == {threads}
+    assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"] == before
