@@ -282,8 +282,9 @@ LBFGS_MEMORY = 20
 
 # Rows per chunk of the NumPy objective: a (chunk, D) float64 slice of about 1 MiB stays in the
 # CPU cache between its two GEMMs (logits, then X^T residual), so X streams from memory once per
-# evaluation instead of twice (measured at 10k x 512, one thread: 13.6 ms chunked at 256 rows
-# against 29.6 ms for two whole-matrix GEMMs).
+# evaluation instead of twice (measured at 10k x 512, one thread, load ~3 on 2 cores: 13.6 ms
+# chunked at 256 rows against 29.6 ms for two whole-matrix GEMMs; under load ~10, where other
+# processes share the cache, 26-30 ms against 32 ms).
 _CHUNK_BYTES = 1 << 20
 _MIN_CHUNK_ROWS = 64
 
@@ -400,8 +401,9 @@ def _path_start(
     predictor: ``theta_k + r (theta_k - theta_{k-1})`` with
     ``r = log(lambda_k / lam) / log(lambda_{k-1} / lambda_k)``); the extrapolated point is kept
     only when its objective at ``lam`` is no higher than that of the previous optimum (one
-    evaluation each). Measured with the default grid: 39% fewer evaluations on Fashion-MNIST
-    pixels (1,000 x 784: 3,077 against 5,005) and 9% fewer on synthetic 5,000 x 256 features.
+    evaluation each). Measured on the default grid (evaluations of the whole path, guard
+    included): Fashion-MNIST pixels 1,000 x 784, 3,211 against 5,005 (-36%); synthetic
+    10,000 x 512 features (``benchmarks/bench_probe.py``), 458 against 526 (-13%).
     Only the start changes: every solve still stops on the same gradient tolerance.
 
     Args:
