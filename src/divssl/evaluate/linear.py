@@ -9,8 +9,9 @@ Two protocols:
 
         L_s(W, b) = (1/n) sum_i CE(x_i W + b, y_i) + (lambda_s / 2) ||W||_F^2   (b unpenalised)
 
-    Solver ``lbfgs`` (default) minimises each L_s on its own, full-batch, in float64, from the
-    largest lambda to the smallest, each warm-started at the previous optimum (the
+    Solver ``lbfgs`` (default) minimises each L_s on its own, full-batch, in float64 (NumPy
+    BLAS on the CPU, torch on an accelerator), from the largest lambda to the smallest, each
+    warm-started at the previous optimum or its extrapolation along the path (the
     regularisation path), and stops on a gradient tolerance proportional to lambda; the
     convergence of every lambda is recorded (:class:`FitInfo`). The only hyperparameter is
     lambda (weight decay); this is scikit-learn's ``LogisticRegression`` objective
