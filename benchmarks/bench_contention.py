@@ -3,8 +3,9 @@ busy process, with the old thread setting (one intra-op thread per core) and the
 
 For each condition — ``quiet``, then ``busy`` (a spawned ``while True: pass`` Python process, not
 pinned to any core) — and each thread setting — ``before`` (``threads = cores``: torch's default,
-what divssl did before ``divssl.threads``) and ``after`` (``threads: auto`` for pretraining, the
-probe's own single-threaded solver) — it runs
+what divssl did before ``divssl.threads``; for the probe, ``ProbeConfig(threads=cores)``: that many
+BLAS threads in its L-BFGS objective) and ``after`` (``threads: auto`` for pretraining, the
+probe's default single-threaded solver) — it runs
 
 * ``divssl pretrain`` (SimCLR, ``convnet_tiny``, 16 px, batch 256, C images on the default world)
   and reads the loop's steady images/s from ``summary.json``;

@@ -265,3 +265,51 @@ def test_probe_config_validation() -> None:
     assert cfg.solver == "sgd" and cfg.settings() == [ProbeSetting(0.0, 0.1)]
     grid = ProbeConfig(solver="sgd", weight_decays=(0.0, 1e-4), lrs=(0.1, 1.0)).settings()
     assert len(grid) == 4
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cpu_objective_runs_on_the_given_blas_threads(
+    threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from threadpoolctl import threadpool_info
+
+    from divssl.evaluate import linear as linear_module
+
+    seen: list[int] = []
+    call = linear_module._NumpySoftmaxObjective.__call__
+
+    def spy(self, theta):  # noqa: ANN001, ANN202
+        seen.extend(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+        return call(self, theta)
+
+    monkeypatch.setattr(linear_module._NumpySoftmaxObjective, "__call__", spy)
+    x, y = blobs(60, 4, 2, seed=9)
+    before = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    fit_lbfgs(Standardizer.fit(x)(x), y, 2, [1e-2], threads=threads)
+    assert seen and set(seen) == {threads}
+    assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"] == before
+
+
+def test_path_start_extrapolates_in_log_lambda_only_when_it_lowers_the_objective() -> None:
+    from divssl.evaluate.linear import _path_start
+
+    a, b = np.array([1.0, 0.0]), np.array([2.0, 1.0])
+
+    def toward(target: np.ndarray):  # noqa: ANN202
+        return lambda t: (float(np.sum((t - target) ** 2)), 2 * (t - target))
+
+    # Fewer than two solved lambdas, or a lambda not below them: the previous optimum.
+    start, used = _path_start(toward(b), b, [(1.0, b)], 0.1)
+    assert not used and np.array_equal(start, b)
+    start, used = _path_start(toward(b), b, [(1.0, a), (0.1, b)], 0.5)
+    assert not used and np.array_equal(start, b)
+    # Decade steps then a half-decade step: r = log(0.1 / 0.01) / log(1 / 0.1) = 1, then 0.5.
+    expected = b + (b - a)
+    start, used = _path_start(toward(expected), b, [(1.0, a), (0.1, b)], 0.01)
+    assert used and np.allclose(start, expected)
+    half = b + 0.5 * (b - a)
+    start, used = _path_start(toward(half), b, [(1.0, a), (0.1, b)], 0.1 / np.sqrt(10))
+    assert used and np.allclose(start, half)
+    # An extrapolation that raises the objective is rejected.
+    start, used = _path_start(toward(a), b, [(1.0, a), (0.1, b)], 0.01)
+    assert not used and np.array_equal(start, b)
