@@ -1029,7 +1029,9 @@ LARC_OFF_NOTES = {
     "vicreg": "measured: without clipping 62.4%; the cifar recipe (with clipping) not scored",
     "byol": (
         "not enough for BYOL: without clipping 16.8% (below random init); BYOL does not learn "
-        "at ~10^2 steps with these values (with LR 0.3: 24.9%)"
+        "at ~10^2 steps with these values (with LR 0.3: 24.9%) nor with any setting tried: its "
+        "code equals solo-learn's step for step, it loses feature rank early (docs/benchmarks.md, "
+        "'BYOL in short runs')"
     ),
 }
 NOISE = "(about the 95% CI half-width, ~2 points)"
