@@ -100,12 +100,17 @@ def test_warmup_cosine_ends():
 
 
 def test_cosine_increase_is_byol_momentum():
+    # k / K with K = total steps, as solo-learn's MomentumUpdater.update_tau(global_step,
+    # max_steps), moco-v3's adjust_moco_momentum and dino's cosine_scheduler
     total, tau = 50, 0.99
     for k in (0, 10, 25, 49):
-        expected = 1 - (1 - tau) * (math.cos(math.pi * k / (total - 1)) + 1) / 2
-        assert cosine_increase(k, total, tau, 1.0) == pytest.approx(expected)
+        expected = 1 - (1 - tau) * (math.cos(math.pi * k / total) + 1) / 2
+        assert cosine_increase(k, total, tau, 1.0) == pytest.approx(expected, abs=1e-15)
     assert cosine_increase(0, total, tau, 1.0) == pytest.approx(tau)
-    assert cosine_increase(total - 1, total, tau, 1.0) == pytest.approx(1.0)
+    last = cosine_increase(total - 1, total, tau, 1.0)  # just short of 1, reached after the run
+    assert 1.0 - 1e-4 < last < 1.0
+    assert cosine_increase(total, total, tau, 1.0) == 1.0
+    assert cosine_increase(0, 1, tau, 1.0) == pytest.approx(tau)
 
 
 def test_teacher_temperature_warmup_and_freezing():

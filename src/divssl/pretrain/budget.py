@@ -237,9 +237,12 @@ def warmup_cosine(
 
 
 def cosine_increase(step: int, total_steps: int, start: float, end: float) -> float:
-    """Cosine ramp from ``start`` (step 0) to ``end`` (last step), e.g. BYOL's EMA momentum
-    ``tau = 1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2``."""
-    t = _progress(step, total_steps)
+    """Cosine ramp from ``start`` (step 0) towards ``end``, e.g. BYOL's EMA momentum
+    ``tau = 1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2`` with k/K = ``step / total_steps``, as
+    the references compute it (solo-learn ``MomentumUpdater.update_tau(global_step, max_steps)``,
+    moco-v3 ``adjust_moco_momentum``, dino ``cosine_scheduler``): the last step's value is just
+    short of ``end``, which is reached after the run."""
+    t = min(max(step / total_steps, 0.0), 1.0) if total_steps >= 1 else 1.0
     return end - (end - start) * (math.cos(math.pi * t) + 1.0) / 2.0
 
 

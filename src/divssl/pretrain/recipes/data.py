@@ -9,8 +9,7 @@ Sources (every row names one):
   ``batch_size * len(devices) / 256``), as divssl's ``optim.base_lr``; its ``optimizer.batch_size``
   is per device, so the global batch is ``batch_size * len(devices)``.
 * where solo-learn has no ImageNet file (SimCLR, MoCo v3, DINO, SwAV, VICReg), the method's
-  official repository, named in each row; rows whose file was not re-read while this table was
-  built say so in their note ("recalled").
+  official repository at the commit that was read (``owner/name@commit file key`` in each row).
 * ``small``: divssl's own CPU-scale recipe (tiny nets, <= 32 px views, ~10^2 steps): the ``cifar``
   rows, except the values named "divssl: CPU-scale choice" with the measurement behind each
   (``docs/benchmarks.md``, "A CPU-scale recipe"). ``recipe=auto`` never picks it.
@@ -552,8 +551,9 @@ def _imagenet() -> dict[str, dict[str, Ref]]:
 
 
 def _official(
-    src: str,
-    note: str,
+    repo: str,
+    keys: dict[str, str],
+    note: str = "",
     *,
     name: str,
     batch: int,
@@ -564,38 +564,70 @@ def _official(
     eta: float,
     clip: bool,
     exclude: bool,
+    warmup_start_lr: float = 0.0,
     final_lr_fraction: float = 0.0,
     grad_clip: float = 0.0,
     final_wd: float | None = None,
 ) -> dict[str, Ref]:
-    """Optimizer rows of an official repository's recipe."""
-    return {
-        "batch_size": Ref(batch, f"{src} batch size", note),
-        "optim.name": Ref(name, f"{src} optimizer", note),
-        "optim.base_lr": Ref(lr, f"{src} lr (per 256 images)", note),
-        "optim.weight_decay": Ref(wd, f"{src} weight decay", note),
-        "optim.final_weight_decay": Ref(wd if final_wd is None else final_wd, src, note),
-        "optim.momentum": Ref(0.9, f"{src} momentum", note),
-        "optim.lars_eta": Ref(eta, f"{src} LARS trust coefficient", note),
-        "optim.lars_clip": Ref(clip, f"{src} LARS clipping", note),
-        "optim.exclude_bias_norm": Ref(exclude, f"{src} bias/norm exclusion", note),
-        "optim.warmup_epochs": Ref(warmup, f"{src} warm-up epochs", note),
-        "optim.warmup_start_lr": Ref(0.0, f"{src} warm-up from 0", note),
-        "optim.final_lr_fraction": Ref(final_lr_fraction, f"{src} final lr", note),
-        "optim.grad_clip": Ref(grad_clip, f"{src} gradient clipping (0: none)", note),
-        "schedule.reference_epochs": Ref(float(epochs), f"{src} epochs", note),
-        "sync_batchnorm": Ref(True, f"{src} SyncBatchNorm", note),
+    """Optimizer rows of an official repository's recipe.
+
+    Args:
+        repo: ``owner/name@commit``.
+        keys: for each row, the ``file key`` (flag, default or code line) its value was read from.
+        note: caveat shared by every row (empty when honoured).
+    """
+    values: dict[str, Any] = {
+        "batch_size": batch,
+        "optim.name": name,
+        "optim.base_lr": lr,
+        "optim.weight_decay": wd,
+        "optim.final_weight_decay": wd if final_wd is None else final_wd,
+        "optim.momentum": 0.9,
+        "optim.lars_eta": eta,
+        "optim.lars_clip": clip,
+        "optim.exclude_bias_norm": exclude,
+        "optim.warmup_epochs": warmup,
+        "optim.warmup_start_lr": warmup_start_lr,
+        "optim.final_lr_fraction": final_lr_fraction,
+        "optim.grad_clip": grad_clip,
+        "schedule.reference_epochs": float(epochs),
+        "sync_batchnorm": True,
     }
+    if set(keys) != set(values):
+        raise KeyError(f"official rows without a source key: {sorted(set(values) ^ set(keys))}")
+    return {k: Ref(v, f"{repo} {keys[k]}", note) for k, v in values.items()}
 
 
-RECALLED = "recalled from the repository, not re-read while this table was built"
+# The official repositories, at the commits read for the rows below.
+SIMCLR_V1 = "google-research/simclr@85e8552"  # SimCLR v1 code, before the v2 commit 244e712
+MOCOV3 = "facebookresearch/moco-v3@c349e6e"
+DINO = "facebookresearch/dino@7c446df"
+SWAV = "facebookresearch/swav@06b1b7c"
+VICREG = "facebookresearch/vicreg@4e12602"
 
 
 def _simclr_imagenet() -> dict[str, Ref]:
-    src = "google-research/simclr run.py flags / paper App. B.1"
+    cmd = "README.md ImageNet pretrain command"
+    lars = "model.py LARSOptimizer(exclude_from_weight_decay=['batch_normalization', 'bias'])"
     rows = _official(
-        src,
-        RECALLED,
+        SIMCLR_V1,
+        {
+            "batch_size": f"{cmd} --train_batch_size=4096",
+            "optim.name": "run.py --optimizer (default lars)",
+            "optim.base_lr": f"{cmd} --learning_rate=0.3 (x batch / 256: model_util.py)",
+            "optim.weight_decay": f"{cmd} --weight_decay=1e-6",
+            "optim.final_weight_decay": f"{cmd} --weight_decay=1e-6 (constant)",
+            "optim.momentum": "run.py --momentum (default 0.9)",
+            "optim.lars_eta": "lars_optimizer.py EETA_DEFAULT = 0.001",
+            "optim.lars_clip": "lars_optimizer.py (no clipping)",
+            "optim.exclude_bias_norm": f"{lars} (adaptation excluded alike)",
+            "optim.warmup_epochs": "run.py --warmup_epochs (default 10)",
+            "optim.warmup_start_lr": "model_util.py learning_rate_schedule (step / warmup x lr)",
+            "optim.final_lr_fraction": "model_util.py learning_rate_schedule (cosine_decay to 0)",
+            "optim.grad_clip": "model.py (no gradient clipping)",
+            "schedule.reference_epochs": f"{cmd} --train_epochs=100",
+            "sync_batchnorm": "run.py --global_bn (default True)",
+        },
         name="lars",
         batch=4096,
         lr=0.3,
@@ -606,32 +638,79 @@ def _simclr_imagenet() -> dict[str, Ref]:
         clip=False,
         exclude=True,
     )
+    rows["optim.lars_eta"] = Ref(
+        1e-3,
+        rows["optim.lars_eta"].source,
+        "trust ratio eta ||w|| / ||g + wd w||; divssl's LARS uses solo-learn's "
+        "eta ||w|| / (||g|| + wd ||w||), equal when wd = 0",
+    )
+    head = "model_util.py projection_head (--head_proj_mode nonlinear, --num_nlh_layers 1)"
     rows.update(
         _kwargs(
-            "google-research/simclr model_util.py projection_head (v1)",
+            SIMCLR_V1,
             {
-                "proj_hidden_dim": (2048, "hidden = feature width"),
-                "proj_output_dim": (128, "proj_out_dim"),
-                "proj_layers": (2, "nonlinear head"),
-                "proj_use_bn": (True, "linear_layer(use_bn=True)"),
-                "proj_last_bn": (True, "linear_layer(use_bn=True)"),
-                "temperature": (0.1, "run.py --temperature"),
+                "proj_hidden_dim": (2048, f"{head} nl_0 width = hiddens.shape[-1] (ResNet-50)"),
+                "proj_output_dim": (128, "run.py --head_proj_dim (default 128)"),
+                "proj_layers": (2, f"{head} nl_0, nl_1"),
+                "proj_use_bn": (True, f"{head} linear_layer(use_bn=True)"),
+                "temperature": (0.1, "README.md ImageNet pretrain command --temperature=0.1"),
             },
-            RECALLED,
         )
     )
+    rows["method_args.proj_last_bn"] = Ref(
+        True,
+        f"{SIMCLR_V1} {head} nl_1 linear_layer(use_bias=False, use_bn=True)",
+        "the reference's last BN has a scale but no shift (center=use_bias=False); divssl's is "
+        "affine",
+    )
+    aug = f"{SIMCLR_V1} data_util.py"
     sym = _view((0.08, 1.0), SYM_JITTER, 0.5, 0.0)
-    rows.update(_official_views([sym, sym], "google-research/simclr data_util.py", RECALLED))
-    rows["augment.n_local_crops"] = Ref(0, src)
+    for i in (1, 2):
+        for key, value in sym.items():
+            rows[f"augment.view{i}.{key}"] = Ref(value, f"{aug} {_SIMCLR_AUG_KEYS[key]}")
+    rows["augment.n_local_crops"] = Ref(0, f"{SIMCLR_V1} data.py (two views: xs)")
     return rows
 
 
+# Where data_util.py (SimCLR v1) sets each view value (--color_jitter_strength default 1.0).
+_SIMCLR_AUG_KEYS = {
+    "scale_min": "crop_and_resize area_range=(0.08, 1.0)",
+    "scale_max": "crop_and_resize area_range=(0.08, 1.0)",
+    "flip_p": "preprocess_for_train random_flip_left_right",
+    "jitter_p": "random_color_jitter random_apply(color_jitter, p=0.8)",
+    "brightness": "color_jitter brightness = 0.8 * strength",
+    "contrast": "color_jitter contrast = 0.8 * strength",
+    "saturation": "color_jitter saturation = 0.8 * strength",
+    "hue": "color_jitter hue = 0.2 * strength",
+    "gray_p": "random_color_jitter random_apply(to_grayscale, p=0.2)",
+    "blur_p": "batch_random_blur(blur_probability=0.5) (run.py --use_blur default True)",
+    "solarize_p": "(no solarization)",
+}
+
+
 def _mocov3_imagenet() -> dict[str, Ref]:
-    cfg = "facebookresearch/moco-v3 CONFIG.md (ResNet-50, 300-epoch)"
-    main = "facebookresearch/moco-v3 main_moco.py"
+    cmd = "CONFIG.md ResNet-50 300-epoch command"
+    vit = "CONFIG.md ViT-Small command"
+    main = "main_moco.py"
     rows = _official(
-        f"{cfg} + {main} defaults + moco/optimizer.py LARS",
-        "",
+        MOCOV3,
+        {
+            "batch_size": f"{main} --batch-size (default 4096)",
+            "optim.name": f"{main} --optimizer (default lars)",
+            "optim.base_lr": f"{cmd} --lr=.3 (x batch / 256: {main})",
+            "optim.weight_decay": f"{main} --wd (default 1e-6)",
+            "optim.final_weight_decay": f"{main} --wd (constant)",
+            "optim.momentum": "moco/optimizer.py LARS momentum=0.9",
+            "optim.lars_eta": "moco/optimizer.py LARS trust_coefficient=0.001",
+            "optim.lars_clip": "moco/optimizer.py LARS (no clipping)",
+            "optim.exclude_bias_norm": "moco/optimizer.py LARS (p.ndim > 1 only)",
+            "optim.warmup_epochs": f"{main} --warmup-epochs (default 10)",
+            "optim.warmup_start_lr": f"{main} adjust_learning_rate (lr x epoch / warmup)",
+            "optim.final_lr_fraction": f"{main} adjust_learning_rate (half-cycle cosine to 0)",
+            "optim.grad_clip": f"{main} (no gradient clipping)",
+            "schedule.reference_epochs": f"{cmd} --epochs=300",
+            "sync_batchnorm": f"{main} torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)",
+        },
         name="lars",
         batch=4096,
         lr=0.3,
@@ -644,41 +723,48 @@ def _mocov3_imagenet() -> dict[str, Ref]:
     )
     rows.update(
         _kwargs(
-            main,
+            MOCOV3,
             {
-                "proj_hidden_dim": (4096, "--moco-mlp-dim"),
-                "proj_output_dim": (256, "--moco-dim"),
-                "pred_hidden_dim": (4096, "--moco-mlp-dim"),
-                "temperature": (ByBackbone(1.0, 0.2), "--moco-t (default 1.0; ViT .2)"),
-                "base_tau": (0.99, "--moco-m with --moco-m-cos"),
-                "final_tau": (1.0, "adjust_moco_momentum (cosine to 1)"),
-            },
-        )
-    )
-    rows.update(
-        _kwargs(
-            "facebookresearch/moco-v3 moco/builder.py",
-            {
+                "proj_hidden_dim": (4096, f"{main} --moco-mlp-dim (default 4096)"),
+                "proj_output_dim": (256, f"{main} --moco-dim (default 256)"),
+                "pred_hidden_dim": (4096, f"{main} --moco-mlp-dim (default 4096)"),
+                "temperature": (
+                    ByBackbone(1.0, 0.2),
+                    f"{main} --moco-t (default 1.0); {vit} --moco-t=.2",
+                ),
+                "base_tau": (0.99, f"{main} --moco-m (default 0.99); {cmd} --moco-m-cos"),
+                "final_tau": (1.0, f"{main} adjust_moco_momentum (cosine to 1)"),
                 "proj_layers": (
                     ByBackbone(2, 3),
-                    "MoCo_ResNet / MoCo_ViT _build_projector_and_predictor_mlps",
+                    "moco/builder.py MoCo_ResNet / MoCo_ViT _build_projector_and_predictor_mlps",
                 ),
-                "pred_last_bn": (ByBackbone(False, True), "MoCo_ResNet predictor last_bn=False"),
-                "freeze_patch_embed": (ByBackbone(False, True), "vits.py stop_grad_conv1"),
+                "pred_last_bn": (
+                    ByBackbone(False, True),
+                    "moco/builder.py MoCo_ResNet predictor _build_mlp(last_bn=False)",
+                ),
+                "freeze_patch_embed": (ByBackbone(False, True), f"vits.py stop_grad_conv1; {vit}"),
             },
         )
     )
-    vit = f"{cfg.replace('(ResNet-50, 300-epoch)', '(ViT-Small/Base)')}"
     rows.update(
         {
-            "optim.name": Ref(ByBackbone("lars", "adamw"), f"{vit} --optimizer=adamw"),
-            "optim.base_lr": Ref(ByBackbone(0.3, 1.5e-4), f"{cfg} --lr=.3; {vit} --lr=1.5e-4"),
-            "optim.weight_decay": Ref(
-                ByBackbone(1e-6, 0.1), f"{main} --wd; {vit} --weight-decay=.1"
+            "optim.name": Ref(
+                ByBackbone("lars", "adamw"),
+                f"{MOCOV3} {main} --optimizer (default lars); {vit} --optimizer=adamw",
             ),
-            "optim.final_weight_decay": Ref(ByBackbone(1e-6, 0.1), f"{main} (constant)"),
+            "optim.base_lr": Ref(
+                ByBackbone(0.3, 1.5e-4), f"{MOCOV3} {cmd} --lr=.3; {vit} --lr=1.5e-4"
+            ),
+            "optim.weight_decay": Ref(
+                ByBackbone(1e-6, 0.1),
+                f"{MOCOV3} {main} --wd (default 1e-6); {vit} --weight-decay=.1",
+            ),
+            "optim.final_weight_decay": Ref(
+                ByBackbone(1e-6, 0.1), f"{MOCOV3} {main} --wd; {vit} --weight-decay=.1 (constant)"
+            ),
             "optim.warmup_epochs": Ref(
-                ByBackbone(10.0, 40.0), f"{main} --warmup-epochs; {vit} --warmup-epochs=40"
+                ByBackbone(10.0, 40.0),
+                f"{MOCOV3} {main} --warmup-epochs (default 10); {vit} --warmup-epochs=40",
             ),
         }
     )
@@ -686,17 +772,39 @@ def _mocov3_imagenet() -> dict[str, Ref]:
         _view((0.2, 1.0), ASYM_JITTER, 1.0, 0.0),
         _view((0.2, 1.0), ASYM_JITTER, 0.1, 0.2),
     ]
-    rows.update(_official_views(views, f"{main} augmentation1/2 (--crop-min=.2, CONFIG.md)"))
-    rows["augment.n_local_crops"] = Ref(0, f"{main} TwoCropsTransform")
+    rows.update(
+        _official_views(
+            views, f"{MOCOV3} {main} augmentation1 / augmentation2 ({cmd} --crop-min=.2)"
+        )
+    )
+    rows["augment.n_local_crops"] = Ref(0, f"{MOCOV3} {main} moco.loader.TwoCropsTransform")
     return rows
 
 
 def _dino_imagenet() -> dict[str, Ref]:
-    readme = "facebookresearch/dino README.md (ResNet-50 command)"
-    main = "facebookresearch/dino main_dino.py"
+    cmd = "README.md ResNet-50 command"
+    main = "main_dino.py"
     rows = _official(
-        f"{readme} + {main} defaults",
-        RECALLED,
+        DINO,
+        {
+            "batch_size": f"{cmd} --nproc_per_node=8 x {main} --batch_size_per_gpu (default 64)",
+            "optim.name": f"{cmd} --optimizer sgd",
+            "optim.base_lr": f"{cmd} --lr 0.03 (x batch / 256: {main})",
+            "optim.weight_decay": f"{cmd} --weight_decay 1e-4",
+            "optim.final_weight_decay": f"{cmd} --weight_decay_end 1e-4",
+            "optim.momentum": f"{main} torch.optim.SGD(momentum=0.9)",
+            "optim.lars_eta": f"{cmd} --optimizer sgd (LARS unused)",
+            "optim.lars_clip": f"{cmd} --optimizer sgd (LARS unused)",
+            "optim.exclude_bias_norm": "utils.py get_params_groups (no decay on biases and norms)",
+            "optim.warmup_epochs": f"{main} --warmup_epochs (default 10)",
+            "optim.warmup_start_lr": "utils.py cosine_scheduler start_warmup_value=0",
+            "optim.final_lr_fraction": f"{main} --min_lr (default 1e-6) / peak (0.03 x 512 / 256)",
+            "optim.grad_clip": f"{main} --clip_grad (default 3.0)",
+            "schedule.reference_epochs": f"{main} --epochs (default 100)",
+            "sync_batchnorm": f"{main} nn.SyncBatchNorm.convert_sync_batchnorm (has_batchnorms)",
+        },
+        final_lr_fraction=1e-6 / 0.06,
+        grad_clip=3.0,
         name="sgd",
         batch=512,
         lr=0.03,
@@ -706,97 +814,160 @@ def _dino_imagenet() -> dict[str, Ref]:
         eta=1e-3,
         clip=False,
         exclude=True,
-        final_lr_fraction=1e-6 / 0.06,  # --min_lr 1e-6 over the peak 0.03 * 512 / 256
-        grad_clip=3.0,
     )
     rows["optim.grad_clip"] = Ref(
         3.0,
-        f"{main} --clip_grad 3.0 (utils.clip_gradients)",
-        "not honoured exactly: DINO clips each parameter's gradient norm, divssl the global norm",
+        rows["optim.grad_clip"].source,
+        "not honoured exactly: DINO clips each parameter's gradient norm (utils.py "
+        "clip_gradients), divssl the global norm",
     )
+    head = "vision_transformer.py DINOHead"
     rows.update(
         _kwargs(
-            main,
+            DINO,
             {
-                "proj_hidden_dim": (2048, "DINOHead hidden_dim"),
-                "proj_output_dim": (256, "DINOHead bottleneck_dim"),
-                "proj_layers": (3, "DINOHead nlayers"),
-                "num_prototypes": (65536, "--out_dim"),
-                "use_bn_in_head": (False, "--use_bn_in_head"),
-                "norm_last_layer": (True, "--norm_last_layer"),
-                "student_temp": (0.1, "DINOLoss student_temp"),
-                "teacher_temp": (0.04, "--teacher_temp"),
-                "warmup_teacher_temp": (0.04, "--warmup_teacher_temp"),
-                "warmup_teacher_temp_epochs": (0.0, "--warmup_teacher_temp_epochs"),
-                "center_momentum": (0.9, "DINOLoss center_momentum"),
-                "base_tau": (0.996, "--momentum_teacher"),
-                "final_tau": (1.0, "cosine_scheduler(momentum_teacher, 1)"),
-                "freeze_last_layer_epochs": (1.0, "--freeze_last_layer"),
+                "proj_hidden_dim": (2048, f"{head} hidden_dim=2048"),
+                "proj_output_dim": (256, f"{head} bottleneck_dim=256"),
+                "proj_layers": (3, f"{head} nlayers=3"),
+                "num_prototypes": (65536, f"{main} --out_dim (default 65536)"),
+                "use_bn_in_head": (False, f"{main} --use_bn_in_head (default False)"),
+                "norm_last_layer": (True, f"{main} --norm_last_layer (default True)"),
+                "student_temp": (0.1, f"{main} DINOLoss student_temp=0.1"),
+                "teacher_temp": (0.04, f"{main} --teacher_temp (default 0.04)"),
+                "warmup_teacher_temp": (0.04, f"{main} --warmup_teacher_temp (default 0.04)"),
+                "warmup_teacher_temp_epochs": (
+                    0.0,
+                    f"{main} --warmup_teacher_temp_epochs (default 0)",
+                ),
+                "center_momentum": (0.9, f"{main} DINOLoss center_momentum=0.9"),
+                "base_tau": (0.996, f"{main} --momentum_teacher (default 0.996)"),
+                "final_tau": (1.0, f"{main} cosine_scheduler(momentum_teacher, 1, ...)"),
+                "freeze_last_layer_epochs": (1.0, f"{main} --freeze_last_layer (default 1)"),
             },
-            RECALLED,
         )
     )
-    aug = f"{main} DataAugmentationDINO (README --global_crops_scale 0.14 1)"
+    aug = f"{DINO} {main} DataAugmentationDINO ({cmd} --global_crops_scale 0.14 1)"
     views = [
         _view((0.14, 1.0), ASYM_JITTER, 1.0, 0.0),
         _view((0.14, 1.0), ASYM_JITTER, 0.1, 0.2),
     ]
-    rows.update(_official_views(views, aug, RECALLED))
+    rows.update(_official_views(views, aug))
     local = _view((0.05, 0.14), ASYM_JITTER, 0.5, 0.0)
     rows.update(
         _local_views(
-            local, 8, 96, f"{main} --local_crops_number 8, README scale 0.05-0.14", RECALLED
+            local,
+            8,
+            96,
+            f"{DINO} {main} --local_crops_number (default 8), DataAugmentationDINO "
+            f"RandomResizedCrop(96), {cmd} --local_crops_scale 0.05 0.14",
         )
     )
     return rows
 
 
 def _swav_imagenet() -> dict[str, Ref]:
-    src = "facebookresearch/swav README.md (800-epoch command) + main_swav.py"
+    sh = "scripts/swav_800ep_pretrain.sh"
+    main = "main_swav.py"
     rows = _official(
-        src,
-        RECALLED,
+        SWAV,
+        {
+            "batch_size": f"{sh} --batch_size 64 x #SBATCH --gpus=64",
+            "optim.name": f"{main} LARC(torch.optim.SGD)",
+            "optim.base_lr": f"{sh} --base_lr 4.8 at batch 4096 (= 0.3 per 256)",
+            "optim.weight_decay": f"{sh} --wd 0.000001",
+            "optim.final_weight_decay": f"{sh} --wd 0.000001 (constant)",
+            "optim.momentum": f"{main} torch.optim.SGD(momentum=0.9)",
+            "optim.lars_eta": f"{main} LARC(trust_coefficient=0.001)",
+            "optim.lars_clip": f"{main} LARC(clip=False)",
+            "optim.exclude_bias_norm": f"{main} SGD(model.parameters(), weight_decay=wd) + LARC "
+            "(every parameter decayed and adapted)",
+            "optim.warmup_epochs": f"{sh} --warmup_epochs 10",
+            "optim.warmup_start_lr": f"{sh} --start_warmup 0.3 (absolute, at batch 4096)",
+            "optim.final_lr_fraction": f"{sh} --final_lr 0.0048 / --base_lr 4.8",
+            "optim.grad_clip": f"{main} (no gradient clipping)",
+            "schedule.reference_epochs": f"{sh} --epochs 800",
+            "sync_batchnorm": f"{sh} --sync_bn apex",
+        },
         name="lars",
         batch=4096,
-        lr=0.3,  # --base_lr 4.8 at batch 4096
+        lr=0.3,
         wd=1e-6,
         epochs=800,
         warmup=10,
         eta=1e-3,
-        clip=False,  # LARC(trust_coefficient=0.001, clip=False) over all parameters
+        clip=False,
         exclude=False,
-        final_lr_fraction=0.001,  # --final_lr 0.0048 / --base_lr 4.8
+        warmup_start_lr=0.3,
+        final_lr_fraction=0.001,
     )
     rows.update(
         _kwargs(
-            src,
+            SWAV,
             {
-                "proj_hidden_dim": (2048, "--hidden_mlp"),
-                "proj_output_dim": (128, "--feat_dim"),
-                "num_prototypes": (3000, "--nmb_prototypes"),
-                "queue_size": (3840, "--queue_length"),
-                "temperature": (0.1, "--temperature"),
-                "sk_epsilon": (0.05, "--epsilon"),
-                "sk_iters": (3, "--sinkhorn_iterations"),
-                "queue_start_epochs": (15.0, "--epoch_queue_starts"),
-                "freeze_prototypes_epochs": (1.0, "--freeze_prototypes_niters 313 (1 epoch)"),
+                "proj_hidden_dim": (2048, f"{main} --hidden_mlp (default 2048)"),
+                "proj_output_dim": (128, f"{sh} --feat_dim 128"),
+                "num_prototypes": (3000, f"{sh} --nmb_prototypes 3000"),
+                "queue_size": (0, f"{sh} --queue_length 0 (no queue at batch 4096)"),
+                "temperature": (0.1, f"{sh} --temperature 0.1"),
+                "sk_epsilon": (0.05, f"{sh} --epsilon 0.05"),
+                "sk_iters": (3, f"{sh} --sinkhorn_iterations 3"),
+                "queue_start_epochs": (
+                    15.0,
+                    f"{main} --epoch_queue_starts (default 15; unused with no queue)",
+                ),
+                "freeze_prototypes_epochs": (
+                    1.0,
+                    f"{sh} --freeze_prototypes_niters 313 (1 epoch at batch 4096)",
+                ),
             },
-            RECALLED,
         )
     )
+    aug = (
+        "src/multicropdataset.py MultiCropDataset (get_color_distortion(s=1), "
+        "PILRandomGaussianBlur(p=0.5))"
+    )
     glob = _view((0.14, 1.0), SYM_JITTER, 0.5, 0.0)
-    rows.update(_official_views([glob, glob], f"{src} --min_scale_crops 0.14", RECALLED))
+    rows.update(
+        _official_views(
+            [glob, glob], f"{SWAV} {aug}; {sh} --min_scale_crops 0.14 --max_scale_crops 1."
+        )
+    )
     local = _view((0.05, 0.14), SYM_JITTER, 0.5, 0.0)
-    rows.update(_local_views(local, 6, 96, f"{src} --nmb_crops 2 6 --size_crops 224 96", RECALLED))
+    rows.update(
+        _local_views(
+            local,
+            6,
+            96,
+            f"{SWAV} {sh} --nmb_crops 2 6 --size_crops 224 96 --min_scale_crops 0.14 0.05 "
+            "--max_scale_crops 1. 0.14",
+        )
+    )
     return rows
 
 
 def _vicreg_imagenet() -> dict[str, Ref]:
-    readme = "facebookresearch/vicreg README.md (1000-epoch command)"
-    main = "facebookresearch/vicreg main_vicreg.py"
+    cmd = "README.md 1000-epoch SLURM command"
+    main = "main_vicreg.py"
     rows = _official(
-        f"{readme} + {main} defaults",
-        "",
+        VICREG,
+        {
+            "batch_size": f"{cmd} --batch-size 2048",
+            "optim.name": f"{main} LARS",
+            "optim.base_lr": f"{cmd} --base-lr 0.2 (x batch / 256: adjust_learning_rate)",
+            "optim.weight_decay": f"{main} --wd (default 1e-6)",
+            "optim.final_weight_decay": f"{main} --wd (constant)",
+            "optim.momentum": f"{main} LARS momentum=0.9",
+            "optim.lars_eta": f"{main} LARS eta=0.001",
+            "optim.lars_clip": f"{main} LARS (no clipping)",
+            "optim.exclude_bias_norm": f"{main} weight_decay_filter = lars_adaptation_filter = "
+            "exclude_bias_and_norm (p.ndim == 1)",
+            "optim.warmup_epochs": f"{main} adjust_learning_rate warmup_steps = 10 * len(loader)",
+            "optim.warmup_start_lr": f"{main} adjust_learning_rate (base_lr * step / warmup)",
+            "optim.final_lr_fraction": f"{main} adjust_learning_rate end_lr = base_lr * 0.001",
+            "optim.grad_clip": f"{main} (no gradient clipping)",
+            "schedule.reference_epochs": f"{cmd} --epochs 1000",
+            "sync_batchnorm": f"{main} nn.SyncBatchNorm.convert_sync_batchnorm",
+        },
         name="lars",
         batch=2048,
         lr=0.2,
@@ -806,19 +977,25 @@ def _vicreg_imagenet() -> dict[str, Ref]:
         eta=1e-3,
         clip=False,
         exclude=True,
-        final_lr_fraction=0.001,  # adjust_learning_rate: end_lr = base_lr * 0.001
+        final_lr_fraction=0.001,
+    )
+    rows["optim.lars_eta"] = Ref(
+        1e-3,
+        rows["optim.lars_eta"].source,
+        "trust ratio eta ||w|| / ||g + wd w||; divssl's LARS uses solo-learn's "
+        "eta ||w|| / (||g|| + wd ||w||), equal when wd = 0",
     )
     rows.update(
         _kwargs(
-            main,
+            VICREG,
             {
-                "proj_hidden_dim": (8192, "--mlp 8192-8192-8192"),
-                "proj_output_dim": (8192, "--mlp 8192-8192-8192"),
-                "proj_layers": (3, "--mlp 8192-8192-8192"),
-                "sim_coeff": (25.0, "--sim-coeff"),
-                "std_coeff": (25.0, "--std-coeff"),
-                "cov_coeff": (1.0, "--cov-coeff"),
-                "variance_halved": (True, "VICReg.forward std_loss (each term / 2)"),
+                "proj_hidden_dim": (8192, f"{main} --mlp (default 8192-8192-8192)"),
+                "proj_output_dim": (8192, f"{main} --mlp (default 8192-8192-8192)"),
+                "proj_layers": (3, f"{main} --mlp (default 8192-8192-8192)"),
+                "sim_coeff": (25.0, f"{main} --sim-coeff (default 25.0)"),
+                "std_coeff": (25.0, f"{main} --std-coeff (default 25.0)"),
+                "cov_coeff": (1.0, f"{main} --cov-coeff (default 1.0)"),
+                "variance_halved": (True, f"{main} VICReg.forward std_loss (each term / 2)"),
             },
         )
     )
@@ -826,8 +1003,14 @@ def _vicreg_imagenet() -> dict[str, Ref]:
         _view((0.08, 1.0), ASYM_JITTER, 1.0, 0.0),
         _view((0.08, 1.0), ASYM_JITTER, 0.1, 0.2),
     ]
-    rows.update(_official_views(views, "facebookresearch/vicreg augmentations.py", RECALLED))
-    rows["augment.n_local_crops"] = Ref(0, f"{main} (two views)")
+    rows.update(
+        _official_views(
+            views,
+            f"{VICREG} augmentations.py TrainTransform transform / transform_prime "
+            "(RandomResizedCrop default scale 0.08-1)",
+        )
+    )
+    rows["augment.n_local_crops"] = Ref(0, f"{VICREG} {main} (two views: x, y)")
     return rows
 
 
@@ -846,7 +1029,9 @@ LARC_OFF_NOTES = {
     "vicreg": "measured: without clipping 62.4%; the cifar recipe (with clipping) not scored",
     "byol": (
         "not enough for BYOL: without clipping 16.8% (below random init); BYOL does not learn "
-        "at ~10^2 steps with these values (with LR 0.3: 24.9%)"
+        "at ~10^2 steps with these values (with LR 0.3: 24.9%) nor with any setting tried: its "
+        "code equals solo-learn's step for step, it loses feature rank early (docs/benchmarks.md, "
+        "'BYOL in short runs')"
     ),
 }
 NOISE = "(about the 95% CI half-width, ~2 points)"
