@@ -1,46 +1,47 @@
 """Where a study's seed-to-seed variance comes from, and the smallest difference it resolves.
 
-Reads a finished study folder (``divssl quickstart --out DIR`` or ``divssl run STUDY.yaml``),
-re-evaluates every completed run on its cached frozen features (the same features the study's
-probes used) and separates the spread of a run's score into its sources:
+Reads finished study folders (``divssl quickstart --out DIR``, ``divssl run STUDY.yaml``; several
+folders are pooled, e.g. the quickstart plus ``benchmarks/quickstart_variance_extra.yaml``'s extra
+seeds), evaluates every completed run on its cached frozen features (the features the study's
+probes used) and separates the spread of a run's ID top-1 into its sources:
 
-* **SSL seed**: runs of the same condition that differ only in ``seed`` (initialisation, sample
-  order and augmentation) -- the pooled within-condition variance, minus the parts below;
-* **probe selection**: the linear probe chooses its weight decay on a 10 % validation carve;
-  re-running that choice with other carve seeds (``--eval-seeds``) on the same features gives the
-  variance the choice alone adds;
-* **probe convergence**: divssl's L-BFGS probe at each weight decay against scikit-learn's
-  ``LogisticRegression`` (lbfgs, ``tol=1e-8``) at the same penalty (``C = 1 / (n lambda)``) on the
-  same standardised features: the test top-1 gap and the share of unconverged solves;
+* **SSL seed**: runs of one condition that differ only in ``seed`` (initialisation, sample order,
+  augmentation): the pooled within-condition variance, minus the parts below;
+* **probe selection**: a linear probe chooses its weight decay on a 10 % validation carve;
+  choosing again on other carves (``--carves``) of the same features, with scikit-learn's
+  converged probe, gives the variance the choice alone adds;
+* **probe convergence**: the study's own linear probe (its record: test top-1, chosen weight
+  decay, unconverged solves) against scikit-learn's ``LogisticRegression`` (lbfgs, default
+  tolerance, ``C = 1 / (n lambda)``, the same minimiser) at one weight decay on the same
+  standardised features;
 * **test-set size**: the part of two runs' score difference that comes from the finite test
   split, ``var_i(c_a,i - c_b,i) / n`` per pair of runs of a condition (``c``: per-image
   correctness), halved per run; it shrinks as 1 / n_test;
-* **data** (which subset): conditions that differ only in ``subset.seed`` (a study that varies
-  it, e.g. ``benchmarks/quickstart_variance_data.yaml``) give the between-subset variance by a
-  one-way random-effects ANOVA; in a study whose subsets are fixed it is 0 by design.
+* **data** (which subset): conditions that differ only in ``subset.seed`` give the between-subset
+  variance by a one-way random-effects ANOVA; in a study whose subsets are fixed it is 0 by design
+  and the contrasts are conditional on the subsets drawn.
 
-Every score is computed for four evaluations of the same features, so that they can be compared:
-weighted kNN (k = 20, T = 0.07, the study's), divssl's linear probe as the study runs it (weight
-decay chosen on validation), scikit-learn's converged probe with the weight decay chosen on the
-same validation carve, and scikit-learn at one fixed weight decay for every run (the one with the
-best validation accuracy averaged over all runs: chosen once per study, on validation, never on
-test).
+Evaluations compared on the same features: weighted kNN (k = 20, T = 0.07, as the study runs it),
+the study's linear probe (from its records), scikit-learn with the weight decay chosen on the
+seed-0 carve, and scikit-learn at one weight decay for every run (the best validation top-1
+averaged over all runs and carves: chosen once, on validation, never on test).
 
-Last, for every contrast of the study's ``report.contrasts``, the smallest difference the design
-resolves: with per-run standard deviation s (pooled over the conditions) and n seeds per side,
-the 95 % Welch interval has half-width ``t(0.975, 2n - 2) * s * sqrt(2 / n)`` (paired contrasts:
-``t(0.975, n - 1) * s_d / sqrt(n)`` with s_d the sd of the paired differences), so an observed
-difference is declared resolved when it exceeds that half-width; a true difference of
+Last, for every contrast in the study's ``report.contrasts``, the smallest difference the design
+resolves: with per-run standard deviation s (pooled over conditions) and n seeds per side the
+95 % interval of a - b has half-width ``t(0.975, 2n - 2) * s * sqrt(2 / n)`` (paired over runs:
+``t(0.975, n - 1) * s_d / sqrt(n)``, s_d the sd of the paired differences); an observed difference
+larger than that is declared resolved, and a true difference of
 ``(t(0.975) + t(0.80)) * s * sqrt(2 / n)`` is resolved with 80 % probability. ``--seeds`` adds
 projections for other seed counts.
 
 Usage::
 
-    python benchmarks/quickstart_variance.py STUDY_DIR [--eval-seeds 5] [--seeds 3 5 8]
-        [--json OUT.json]
+    python benchmarks/quickstart_variance.py STUDY_DIR [STUDY_DIR ...] [--carves 5]
+        [--lambdas 1e-4 1e-3 ...] [--seeds 3 5 8] [--json OUT.json]
 
-The re-evaluation reads the feature cache the study filled (``DIVSSL_CACHE``), so it costs only
-the probes (about 10 s per run on 2 quiet cores).
+Cost: kNN is instant; each scikit-learn path costs one fit per weight decay, on all train images
+and on each carve (measured under load, load average ~17 on 2 cores: ~25 s per run with three
+weight decays and three carves). ``--lambdas`` with no value skips scikit-learn.
 """
 
 from __future__ import annotations
