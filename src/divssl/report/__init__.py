@@ -31,6 +31,7 @@ SECTIONS = (
     "figure4",
     "id_ood",
     "distances",
+    "fit",
 )
 SECTION_TITLES = {
     "findings": "Findings",
@@ -42,6 +43,7 @@ SECTION_TITLES = {
     "figure4": "Saturation with pretraining diversity (Figure 4-style)",
     "id_ood": "ID vs OOD robustness after fine-tuning",
     "distances": "Distribution distances",
+    "fit": "Data-constrained fit",
 }
 SECTION_INTROS = {
     "findings": "The declared contrasts, each with its interval and whether it is resolved.",
@@ -55,6 +57,8 @@ SECTION_INTROS = {
     "figure4": "Score against diversity on a log axis: does more diversity keep paying off?",
     "id_ood": "Effective robustness: OOD score above the trend of models trained from scratch.",
     "distances": "FID / KID / VisualDNA between pools, and their rank correlation with scores.",
+    "fit": "Accuracy as a function of effective images C_eff(N, C) with repetition decay R* "
+    "(Muennighoff et al. 2023): how many unique images a budget needs.",
 }
 SKIP_REASONS = {
     "findings": "the study declares no report.contrasts",
@@ -62,6 +66,7 @@ SKIP_REASONS = {
     "table2": "needs probe results on at least two downstream tasks or splits",
     "table5": "needs linear-probe results at two or more label fractions",
     "distances": "no distances.json or distances.csv in the study folder",
+    "fit": "the study's grid does not identify the data-constrained fit",
 }
 
 
@@ -119,6 +124,11 @@ def build_sections(data: StudyData, fig_dir: Path, names: list[str]) -> list[Sec
             sec.blocks = getattr(tables, name)(data)
             if name == "table1":  # reference rows: pixels and a random-init encoder
                 sec.blocks += tables.baseline_table(data)
+        elif name == "fit":
+            from divssl.report.fit_section import fit_section
+
+            panel = fit_section(data, fig_dir)
+            sec.blocks, sec.notes = panel.blocks, panel.notes
         elif name == "distances":
             sec.blocks = tables.distance_tables(data)
             if sec.blocks:
