@@ -51,5 +51,6 @@ def test_unidentifiable_grid_leaves_a_note(tmp_path):
     root = make_study(tmp_path / "study", budgets=(30_000,), sizes=(1_000, 3_000))
     paths = build_report(root)
     md = paths["markdown"].read_text()
-    assert "does not identify the data-constrained fit" in md
+    note = "simclr / convnet_tiny / world / world_id: the grid (N in {1000, 3000}, C in {30000}"
+    assert note in md and "does not identify R*" in md
     assert not any(k.startswith("figures/fit") for k in paths)

@@ -187,12 +187,25 @@ def power_model() -> Model:
 # ------------------------------------------------------------------------------- identifiable
 
 
+class UnidentifiableGrid(ConfigError):
+    """A grid that cannot identify R* (a :class:`ConfigError` on the field ``grid``).
+
+    Attributes:
+        grid: short description of the grid (its N, C and repetition levels).
+    """
+
+    def __init__(self, message: str, grid: str) -> None:
+        super().__init__("grid", message)
+        self.grid = grid
+
+
 def check_identifiable(data: FitData, n_params: int) -> None:
     """Refuse a grid that cannot identify R* (before any fit).
 
     Raises:
-        ConfigError: (field ``grid``) one N or one C, no runs with repeats (N < C), repeats at a
-            single repetition level, or no more distinct (N, C) conditions than parameters.
+        UnidentifiableGrid: (a ConfigError, field ``grid``) one N or one C, no runs with
+            repeats (N < C), repeats at a single repetition level, or no more distinct (N, C)
+            conditions than parameters.
     """
     pairs = sorted({(float(a), float(b)) for a, b in zip(data.n, data.c, strict=True)})
     ns, cs = sorted({p[0] for p in pairs}), sorted({p[1] for p in pairs})
@@ -218,9 +231,10 @@ def check_identifiable(data: FitData, n_params: int) -> None:
             f"{n_params + 1}"
         )
     if problems:
-        raise ConfigError(
-            "grid",
+        levels = _fmt(repeat_levels) if repeat_levels else "none"
+        raise UnidentifiableGrid(
             "the study's grid does not identify the data-constrained fit: " + "; ".join(problems),
+            f"N in {_fmt(ns)}, C in {_fmt(cs)}, repetitions R > 0 in {levels}",
         )
 
 

@@ -66,7 +66,7 @@ SKIP_REASONS = {
     "table2": "needs probe results on at least two downstream tasks or splits",
     "table5": "needs linear-probe results at two or more label fractions",
     "distances": "no distances.json or distances.csv in the study folder",
-    "fit": "the study's grid does not identify the data-constrained fit",
+    "fit": "no family of runs whose grid identifies the data-constrained fit",
 }
 
 

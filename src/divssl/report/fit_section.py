@@ -29,6 +29,7 @@ import pandas as pd
 
 from divssl.errors import ConfigError
 from divssl.fit.analysis import FitOutcome, FitSettings, fit_points
+from divssl.fit.fitting import UnidentifiableGrid
 from divssl.fit.law import effective_images
 from divssl.fit.select import Selection, select_points
 from divssl.report.figures import (
@@ -51,7 +52,7 @@ from divssl.report.tables import (
     summarize_seeds,
 )
 
-FAMILY = ("method", "backbone", "pretrain_set")
+FAMILY = ("method", "backbone", "pretrain_set", "task")
 BEST_N_COLOR = OKABE_ITO["vermillion"]
 REPORT_SETTINGS = FitSettings(n_boot=200, seed=0, epsilon=0.01, max_epochs=10)
 
@@ -80,6 +81,9 @@ def fit_section(data: StudyData, out_dir: Path, settings: FitSettings = REPORT_S
         try:
             points, resolved = select_points(group, base)
             outcome = fit_points(points, settings, resolved)
+        except UnidentifiableGrid as exc:
+            notes.append(f"{name}: the grid ({exc.grid}) does not identify R*")
+            continue
         except ConfigError as exc:
             notes.append(f"{name}: {exc}")
             continue
@@ -94,7 +98,7 @@ def _family_blocks(
     name = " / ".join(str(v) for v in family.values())
     setting = setting_label(sel.get("eval"), sel.get("label_fraction"), sel.get("k"))
     what = f"{sel.get('metric')} ({setting}) on {sel.get('task')}, {sel.get('split')} split"
-    key = slug("fit", *family.values(), sel.get("task"), sel.get("split"))
+    key = slug("fit", *family.values(), sel.get("split"))
     points = _condition_table(outcome)
     return [
         _params_block(outcome, key, name, what),
