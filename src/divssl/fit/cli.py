@@ -114,10 +114,14 @@ def fit_command(
     print(path)
 
 
-def _pct(value: Any, signed: bool = False) -> str:
+def _pct(value: Any, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
-    return f"{100 * value:{'+' if signed else ''}.1f}"
+    return f"{100 * value:.{digits}f}"
+
+
+def _count(value: Any) -> str:
+    return "—" if value is None else f"{value:,.0f}"
 
 
 def _num(value: Any) -> str:
@@ -153,12 +157,19 @@ def _print(doc: dict[str, Any], console: Console) -> None:
         best.add_row(
             f"{row['c']:,.0f}",
             f"{row['n']:,.0f}",
-            f"[{_num(row['n_ci_low'])}, {_num(row['n_ci_high'])}]",
+            f"[{_count(row['n_ci_low'])}, {_count(row['n_ci_high'])}]",
             f"{row['epochs']:.3g}",
             _pct(row["accuracy"]),
             _pct(row["best_accuracy"]),
         )
     console.print(best)
+    c_top, reps = list(doc["repetitions"].items())[-1]
+    lost = ", ".join(f"E {r['epochs']:.0f}: {_pct(r['lost_vs_previous'], 2)}" for r in reps[1:])
+    console.print(
+        f"accuracy lost (points) by each extra repetition at C = {float(c_top):,.0f} "
+        f"(N = C / E): {lost}",
+        highlight=False,
+    )
     for row in doc["predictions"]:
         console.print(
             f"predicted at N = {row['n']:,.0f}, C = {row['c']:,.0f}: {_pct(row['accuracy'])}% "
