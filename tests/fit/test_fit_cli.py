@@ -32,8 +32,11 @@ def test_fit_writes_json_with_answers(study, monkeypatch, capsys):
                                       "--epsilon", "0.02"])  # fmt: skip
     cli.main()
     out = capsys.readouterr().out
-    doc = json.loads((study / "fit.json").read_text())
+    text = (study / "fit.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text  # strict JSON: nan / inf as null
+    doc = json.loads(text)
     assert str(study / "fit.json") in out and "R* =" in out
+    assert "accuracy lost (points) by each extra repetition at C = 50,000" in out
     assert doc["selection"]["eval"] == "linear" and doc["selection"]["split"] == "id"
     assert doc["runs"] == 60 and doc["conditions"] == 20
     assert doc["params"]["r_star"] == pytest.approx(TRUE["r_star"], rel=0.15)
