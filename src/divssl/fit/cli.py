@@ -146,7 +146,9 @@ def _print(doc: dict[str, Any], console: Console) -> None:
     for col in ("model", "params", "RMSE", "leave-one-run-out RMSE"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for row in doc["comparison"]:
-        table.add_row(row["label"], str(row["params"]), _pct(row["rmse"]), _pct(row["loo_rmse"]))
+        table.add_row(
+            row["label"], str(row["params"]), _pct(row["rmse"], 2), _pct(row["loo_rmse"], 2)
+        )
     console.print(table)
     best = Table(
         title=f"smallest N within {100 * doc['settings']['epsilon']:.1f} points of the best"
