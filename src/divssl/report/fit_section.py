@@ -269,12 +269,14 @@ def _figure(
     for c in budgets:
         sub = points[points["budget_images"] == c]
         color, marker = style[c]
-        err = np.stack([sub["mean"] - sub["ci_low"], sub["ci_high"] - sub["mean"]]) * 100
+        lo_ci, hi_ci = sub["ci_low"].clip(0.0, 1.0), sub["ci_high"].clip(0.0, 1.0)  # scores
+        err = np.stack([sub["mean"] - lo_ci, hi_ci - sub["mean"]]) * 100
         err = np.where(np.isfinite(err), err, 0.0)
         ax_curve.errorbar(
             sub["c_eff"], 100 * sub["mean"], yerr=err, fmt=marker, color=color, ms=5,
             capsize=2, lw=1, label=f"C = {fmt_count(c)}",
         )  # fmt: skip
+    ax_curve.set_ylim(0.0, 100.0)  # 2-seed Student-t intervals are wide: clipped to scores
     ax_curve.set_xscale("log")
     ax_curve.set_xlabel(f"effective images C_eff (log scale), R* = {p.r_star:.3g}")
     ax_curve.set_ylabel(f"{what} (%)")
