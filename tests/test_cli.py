@@ -31,6 +31,7 @@ def test_help_lists_every_command(tmp_path):
         "report",
         "quickstart",
         "results",
+        "fit",
     ):
         assert cmd in out.stdout
 

@@ -36,6 +36,7 @@ def _mount_subcommands() -> None:
     from divssl.data.cli_prep import app as prep_app
     from divssl.distances.cli import app as distance_app
     from divssl.evaluate.cli import app as eval_app
+    from divssl.fit.cli import app as fit_app
     from divssl.report.cli import app as report_app
     from divssl.study.cli import app as study_app
 
@@ -45,6 +46,7 @@ def _mount_subcommands() -> None:
     app.registered_commands.extend(distance_app.registered_commands)
     app.registered_commands.extend(report_app.registered_commands)
     app.registered_commands.extend(study_app.registered_commands)
+    app.registered_commands.extend(fit_app.registered_commands)
 
 
 @app.command()

@@ -97,6 +97,9 @@ def _sets(data: dict, name: str) -> list[str]:
     sets = {
         "quickstart": ["per_class=20", "part_size=50", "budget=640"],
         "fashion_mnist": [f"root={data['idx']}", "budget=640"],
+        "scaling_fit_world": ["per_class=40", "sizes=[50, 100, 400]", "budgets=[200, 800]"],
+        "scaling_fit_fashion_mnist": [f"root={data['idx']}", "sizes=[30, 100, 300]",
+                                      "budgets=[200, 600]"],
         "table1_cifar100": [f"cifar100={data['cifar100']}"],
         "table1_tinyimagenet": [f"tinyimagenet_train={task}", f"tinyimagenet_val={task}"],
         "figure3_imagenet100": [
@@ -133,6 +136,7 @@ EXPECTED_RUNS = {
     "figure3_imagenet100": 56, "table2_imagenet_yfcc": 20, "figure4_saturation": 16,
     "table4_normalization": 12, "table5_label_quantity": 20, "robustness_quantity": 2,
     "robustness_granularity": 6, "robustness_diversity": 4, "robustness_sources": 8,
+    "scaling_fit_world": 18, "scaling_fit_fashion_mnist": 12,
 }  # fmt: skip
 PRESETS = sorted(p.stem for p in STUDIES.glob("*.yaml"))
 # The paper presets' recipes (SSL-diversity paper, Appendix E: solo-learn's CIFAR parameters also
@@ -140,6 +144,7 @@ PRESETS = sorted(p.stem for p in STUDIES.glob("*.yaml"))
 PAPER_RECIPES = {
     "quickstart": "small",  # not a paper preset: divssl's CPU-scale recipe (docs/benchmarks.md)
     "fashion_mnist": "small",  # real data at CPU scale, same reason
+    "scaling_fit_world": "small", "scaling_fit_fashion_mnist": "small",  # same reason
     "table1_cifar100": "cifar", "table1_tinyimagenet": "cifar",
     "figure3_imagenet100": "imagenet100", "table2_imagenet_yfcc": "imagenet",
     "figure4_saturation": "imagenet", "table4_normalization": "imagenet",
@@ -148,7 +153,8 @@ PAPER_RECIPES = {
     "robustness_sources": "imagenet",
 }  # fmt: skip
 STEP_UNITS = {"quickstart", "fashion_mnist", "robustness_quantity", "robustness_granularity",
-              "robustness_diversity", "robustness_sources"}  # fmt: skip
+              "robustness_diversity", "robustness_sources", "scaling_fit_world",
+              "scaling_fit_fashion_mnist"}  # fmt: skip
 
 
 def test_every_preset_is_covered():

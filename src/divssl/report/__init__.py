@@ -33,6 +33,7 @@ SECTIONS = (
     "id_ood",
     "distances",
     "vendi",
+    "fit",
 )
 SECTION_TITLES = {
     "findings": "Findings",
@@ -45,6 +46,7 @@ SECTION_TITLES = {
     "id_ood": "ID vs OOD robustness after fine-tuning",
     "distances": "Distribution distances",
     "vendi": "Accuracy vs measured diversity (Vendi score)",
+    "fit": "Data-constrained fit",
 }
 SECTION_INTROS = {
     "findings": "The declared contrasts, each with its interval and whether it is resolved.",
@@ -60,6 +62,8 @@ SECTION_INTROS = {
     "distances": "FID / KID / VisualDNA between pools, and their rank correlation with scores.",
     "vendi": "Score against the number of unique images N and against the pretraining set's "
     "measured diversity (Vendi score: effective number of distinct images): is N the right axis?",
+    "fit": "Accuracy as a function of effective images C_eff(N, C) with repetition decay R* "
+    "(Muennighoff et al. 2023): how many unique images a budget needs.",
 }
 SKIP_REASONS = {
     "findings": "the study declares no report.contrasts",
@@ -68,6 +72,7 @@ SKIP_REASONS = {
     "table5": "needs linear-probe results at two or more label fractions",
     "distances": "no distances.json or distances.csv in the study folder",
     "vendi": "no vendi.csv in the study folder (declare a vendi: block in the study)",
+    "fit": "no family of runs whose grid identifies the data-constrained fit",
 }
 
 
@@ -127,6 +132,11 @@ def build_sections(data: StudyData, fig_dir: Path, names: list[str]) -> list[Sec
                 sec.blocks += tables.baseline_table(data)
         elif name == "vendi":
             panel = figures.vendi_figure(data, fig_dir)
+            sec.blocks, sec.notes = panel.blocks, panel.notes
+        elif name == "fit":
+            from divssl.report.fit_section import fit_section
+
+            panel = fit_section(data, fig_dir)
             sec.blocks, sec.notes = panel.blocks, panel.notes
         elif name == "distances":
             sec.blocks = tables.distance_tables(data)
