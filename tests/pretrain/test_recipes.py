@@ -46,7 +46,9 @@ def test_resolved_config_equals_table(method: str, recipe: str) -> None:
         assert tree["recipe"] == recipe
         for key, ref in rows.items():
             if ref.applied:
-                assert _dotted(tree, key) == ref.resolved(backbone), (method, recipe, key)
+                want = ref.resolved(backbone)
+                want = list(want) if isinstance(want, tuple) else want  # YAML/JSON lists
+                assert _dotted(tree, key) == want, (method, recipe, key)
         # every method setting is written out, not left to the method's defaults
         assert set(tree["method_args"]) == set(get_method(method).Config.model_fields)
 
@@ -124,6 +126,69 @@ def test_values_quoted_in_the_issue_from_the_reference_files() -> None:
     # solo-learn imagenet/byol.yaml: clip_lr False, eta 0.001, batch 64 x 2 devices
     assert val("imagenet", "byol", "optim.lars_clip") is False
     assert val("imagenet", "byol", "batch_size") == 128
+
+
+# Normalisation statistics (augment.mean, augment.std), read by hand from the references:
+# solo-learn 9187ea3 solo/data/pretrain_dataloader.py build_transform_pipeline MEANS_N_STD for
+# the yaml's data.dataset (cifar10 in every scripts/pretrain/cifar/*.yaml; imagenet100 /
+# imagenet); timm IMAGENET_DEFAULT_MEAN/STD; kuangliu/pytorch-cifar main.py Normalize;
+# pytorch/vision references presets.py; facebookresearch/moco-v3 main_moco.py normalize,
+# dino main_dino.py DataAugmentationDINO, swav src/multicropdataset.py (std 0.228), vicreg
+# augmentations.py; google-research/simclr data_util.py (no normalisation: [0, 1] images).
+_CIFAR10 = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+_IMNET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_SSL = ("simclr", "mocov3", "byol", "dino", "swav", "vicreg", "barlow_twins")
+NORM_TABLE: dict[tuple[str, str], tuple[tuple, tuple, str]] = {
+    **{(m, "cifar"): (*_CIFAR10, "MEANS_N_STD['cifar10']") for m in _SSL},
+    **{(m, "small"): (*_CIFAR10, "MEANS_N_STD['cifar10']") for m in _SSL},
+    **{(m, "imagenet100"): (*_IMNET, "MEANS_N_STD['imagenet100']") for m in _SSL},
+    ("supervised", "cifar"): (
+        (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), "kuangliu/pytorch-cifar main.py",
+    ),
+    ("supervised", "small"): (
+        (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), "kuangliu/pytorch-cifar main.py",
+    ),
+    ("supervised", "imagenet100"): (*_IMNET, "pytorch/vision references"),
+    ("supervised", "imagenet"): (*_IMNET, "pytorch/vision references"),
+    ("byol", "imagenet"): (*_IMNET, "MEANS_N_STD['imagenet']"),
+    ("barlow_twins", "imagenet"): (*_IMNET, "MEANS_N_STD['imagenet']"),
+    ("simclr", "imagenet"): ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "google-research/simclr"),
+    ("mocov3", "imagenet"): (*_IMNET, "facebookresearch/moco-v3 main_moco.py"),
+    ("dino", "imagenet"): (*_IMNET, "facebookresearch/dino main_dino.py"),
+    ("swav", "imagenet"): (
+        (0.485, 0.456, 0.406), (0.228, 0.224, 0.225), "facebookresearch/swav src/multicrop",
+    ),
+    ("vicreg", "imagenet"): (*_IMNET, "facebookresearch/vicreg augmentations.py"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("recipe", RECIPE_NAMES)
+@pytest.mark.parametrize("method", method_names())
+def test_normalisation_statistics_per_recipe_equal_the_references(method: str, recipe: str) -> None:
+    mean, std, source = NORM_TABLE[(method, recipe)]
+    rows = get_recipe(recipe, method)
+    assert rows["augment.mean"].value == mean and rows["augment.std"].value == std
+    assert source in rows["augment.mean"].source and source in rows["augment.std"].source
+    cfg = load_config(None, [f"method={method}", f"recipe={recipe}"])
+    assert (cfg.augment.mean, cfg.augment.std) == (mean, std)
+    assert config_to_dict(cfg)["augment"]["mean"] == list(mean)  # recorded in config.yaml
+
+
+def test_normalisation_statistics_are_user_overridable_and_validated() -> None:
+    cfg = load_config(None, ["recipe=cifar", "augment.mean=[0.5,0.5,0.5]"])
+    assert cfg.augment.mean == (0.5, 0.5, 0.5) and cfg.augment.std == _CIFAR10[1]
+    from divssl.pretrain.augment import Normalization, preset_from_config
+
+    assert preset_from_config(cfg).norm == Normalization((0.5, 0.5, 0.5), _CIFAR10[1])
+    for bad, field in (
+        ("augment.std=[0.2,0,0.2]", "augment.std"),
+        ("augment.std=[0.2,-1,0.2]", "augment.std"),
+        ("augment.mean=[0.5,0.5]", "augment.mean"),
+        ("augment.mean=oops", "augment.mean"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            load_config(None, [bad])
+        assert err.value.field.startswith(field), bad
 
 
 def test_docs_recipes_md_is_generated() -> None:
