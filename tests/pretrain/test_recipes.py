@@ -468,3 +468,43 @@ def test_small_recipe_learns_on_the_world_at_quickstart_scale(tmp_path: Path) ->
         assert read_json(run / "summary.json")["recipe"] == "small"
         got = top1(run_knn(run, WORLD_TASK, ks=[20], n_boot=10, write=False))
         assert got > top1(rnd) + 0.05, (method, got, top1(rnd))
+
+
+def test_a_pretraining_run_normalises_its_views_and_evaluation_with_its_statistics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tiny run with user statistics: every training view is normalised with them (undoing them
+    # gives [0, 1] pixels), config.yaml records them, and evaluation reads them back.
+    import divssl.pretrain.loop as loop_module
+    from divssl.evaluate.features import encoder_geometry, load_encoder
+    from divssl.pretrain.augment import Normalization
+
+    mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 0.125)
+    seen: list[tuple[Normalization, torch.Tensor]] = []
+    real = loop_module.make_views
+
+    def spy(images, preset, generator, extents=None):  # type: ignore[no-untyped-def]
+        views = real(images, preset, generator, extents=extents)
+        seen.append((preset.norm, views[0]))
+        return views
+
+    monkeypatch.setattr(loop_module, "make_views", spy)
+    monkeypatch.setenv("DIVSSL_CACHE", str(tmp_path / "cache"))
+    cfg = load_config(
+        None,
+        [
+            "data.pool=world:classes=4:per_class=8:size=16:seed=0",
+            "budget.images=64", "batch_size=32", "image_size=16", "tracking=none",
+            f"augment.mean={list(mean)}", f"augment.std={list(std)}", f"out={tmp_path / 'run'}",
+        ],
+    )  # fmt: skip
+    run = pretrain(cfg)
+    assert seen and all(norm == Normalization(mean, std) for norm, _ in seen)
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    for _, view in seen:
+        pixels = view * s + m
+        assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+    recorded = read_yaml(run / "config.yaml")["augment"]
+    assert (recorded["mean"], recorded["std"]) == (list(mean), list(std))
+    geometry = encoder_geometry(load_encoder(run))
+    assert (geometry.norm.mean, geometry.norm.std) == (mean, std)
