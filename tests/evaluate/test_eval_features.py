@@ -208,3 +208,27 @@ def test_bad_statistics_in_a_run_config_are_config_errors(tmp_path: Path) -> Non
     zero = load_encoder(make_run(tmp_path, 1, augment={"mean": [0, 0, 0], "std": [1, 0, 1]}))
     with pytest.raises(ConfigError, match="augment.std"):
         encoder_geometry(zero)
+
+
+def test_sgd_probe_views_use_the_runs_statistics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SGD linear protocol trains on augmented views: normalised as the run's inputs are.
+    import divssl.pretrain.augment as augment
+    from divssl.evaluate.linear import run_linear
+
+    seen: list[augment.Normalization] = []
+    real = augment.make_views
+
+    def spy(images, preset, generator, extents=None):  # type: ignore[no-untyped-def]
+        seen.append(preset.norm)
+        return real(images, preset, generator, extents=extents)
+
+    monkeypatch.setattr(augment, "make_views", spy)
+    stats = {"mean": list(CIFAR10[0]), "std": list(CIFAR10[1])}
+    run = make_run(tmp_path, augment=stats)
+    run_linear(
+        run, TASK, fractions=(100,), protocol="sgd", lrs=(0.1,), epochs=1, batch_size=8,
+        device="cpu", n_boot=10, write=False,
+    )  # fmt: skip
+    assert seen and set(seen) == {augment.Normalization(*CIFAR10)}
