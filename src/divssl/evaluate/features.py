@@ -252,11 +252,11 @@ _IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # timm IMAGENE
 _CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261))
 # solo-learn normalises CIFAR pretraining views with pretrain_dataloader.py MEANS_N_STD
 # ["cifar10"] std (0.2470, 0.2435, 0.2616) (the cifar recipe's augment.std) and evaluates with
-# T_val's std rounded to (0.247, 0.243, 0.261); divssl evaluates with the run's statistics.
+# T_val's std cut to (0.247, 0.243, 0.261); divssl evaluates with the run's statistics.
 _CIFAR_NORM_NOTE = (
     "normalised with the run's augment.mean / augment.std, the statistics it was pretrained "
     "with (cifar recipe: solo-learn's pretraining MEANS_N_STD['cifar10'], std (0.2470, 0.2435, "
-    "0.2616); T_val's std above is the same rounded to 3 places)"
+    "0.2616); T_val's std above is the same cut to 3 decimals, < 0.3% apart)"
 )
 _IMAGENET_NORM_NOTE = "normalised with the run's augment.mean / augment.std (recipe: as T_val)"
 _DINO_NOTE = (
