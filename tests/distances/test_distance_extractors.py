@@ -51,8 +51,8 @@ def resnet_weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torc
     return path, model.eval()
 
 
-def make_run_dir(root: Path, seed: int = 0) -> Path:
-    """A minimal run dir: convnet_tiny backbone.pt + config.yaml."""
+def make_run_dir(root: Path, seed: int = 0, **extra: object) -> Path:
+    """A minimal run dir: convnet_tiny backbone.pt + config.yaml (``extra``: more keys)."""
     torch.manual_seed(seed)
     model, _ = build_backbone("convnet_tiny", 16)
     root.mkdir(parents=True, exist_ok=True)
@@ -66,6 +66,7 @@ def make_run_dir(root: Path, seed: int = 0) -> Path:
             "cifar_stem": False,
             "data": {"pool": "world:classes=4:per_class=20:size=16"},
             "seed": seed,
+            **extra,
         },
     )
     return root
@@ -206,7 +207,7 @@ def test_inception_loads_fid_layout_weights(tmp_path: Path) -> None:
 
 
 def test_run_dir_extractor_uses_eval_transform(tmp_path: Path) -> None:
-    from divssl.pretrain.augment import eval_transform
+    from divssl.evaluate.features import eval_geometry, eval_transform
     from divssl.pretrain.backbones import load_backbone
 
     run = make_run_dir(tmp_path / "run")
@@ -217,7 +218,8 @@ def test_run_dir_extractor_uses_eval_transform(tmp_path: Path) -> None:
     feats, acts = extractor(images, with_acts=True)
     model, _ = load_backbone(run / "backbone.pt", "convnet_tiny", 16)
     with torch.no_grad():
-        expected = model.eval()(eval_transform(torch.from_numpy(images).permute(0, 3, 1, 2), 16))
+        x = torch.from_numpy(images).permute(0, 3, 1, 2)
+        expected = model.eval()(eval_transform(x, eval_geometry(16)))  # old run: ImageNet stats
     np.testing.assert_allclose(feats, expected.numpy(), rtol=1e-5, atol=1e-6)
     assert [a.shape[1] for a in acts.values()] == [16, 32, 64, 128]
     with pytest.raises(ConfigError, match="config.yaml"):
@@ -401,3 +403,32 @@ def test_check_extractor_name_loads_nothing() -> None:
         with pytest.raises(ConfigError) as err:
             ext_module.check_extractor_name(name, "vendi.extractor")
         assert err.value.field == "vendi.extractor" and "pixels" in err.value.choices
+
+
+def test_run_dir_extractor_sees_what_the_probe_sees(tmp_path: Path) -> None:
+    # A run pretrained with CIFAR statistics at the ImageNet-100 scale's geometry: the distance
+    # extractor's input is the probe's input (features.encoder_geometry), value for value.
+    from divssl.evaluate.features import encoder_geometry, eval_transform, load_encoder
+
+    # solo-learn 9187ea3 pretrain_dataloader.py MEANS_N_STD["cifar10"], written by hand
+    mean, std = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
+    run = make_run_dir(tmp_path / "run", recipe="imagenet100", augment={"mean": mean, "std": std})
+    extractor = get_extractor(f"run:{run}")
+    encoder = load_encoder(run)
+    images = np.random.default_rng(2).integers(0, 256, (3, 20, 26, 3), dtype=np.uint8)
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2)
+    geometry = encoder_geometry(encoder)
+    assert (geometry.recipe, geometry.resize, geometry.crop) == ("imagenet100", 18, 16)
+    probe_input = eval_transform(batch, geometry)
+    torch.testing.assert_close(extractor.prepare(images), probe_input, rtol=0, atol=0)
+    # the normalisation is the run's: undo it by hand and get [0, 1] pixels back
+    pixels = probe_input * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+    feats, _ = extractor(images)
+    with torch.no_grad():
+        expected = encoder.model.eval()(probe_input)
+    np.testing.assert_allclose(feats, expected.numpy(), rtol=1e-5, atol=1e-6)
+    # the identity (distance cache key) names the statistics: an ImageNet-statistics run of the
+    # same weights is another extractor
+    other = make_run_dir(tmp_path / "old")
+    assert get_extractor(f"run:{other}").identity != extractor.identity

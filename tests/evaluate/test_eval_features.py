@@ -12,6 +12,9 @@ import torch
 from divssl.errors import ConfigError
 from divssl.evaluate.features import (
     decode_size,
+    encoder_geometry,
+    eval_geometry,
+    eval_transform,
     load_encoder,
     load_split_images,
     results_path,
@@ -20,7 +23,6 @@ from divssl.evaluate.features import (
 from divssl.evaluate.linear import ProbeConfig, probe_images
 from divssl.evaluate.tasks import open_task
 from divssl.io import atomic_write_yaml
-from divssl.pretrain.augment import eval_transform
 from divssl.pretrain.backbones import build_backbone, export_backbone
 
 TASK = "world:classes=3:per_class=8:size=16"
@@ -42,17 +44,23 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIVSSL_CACHE", str(tmp_path / "cache"))
 
 
-def make_run(root: Path, seed: int = 0) -> Path:
+def make_run(
+    root: Path, seed: int = 0, augment: dict | None = None, name: str | None = None
+) -> Path:
+    """A tiny run dir; without ``augment`` its config.yaml is one of a run written before
+    ``augment.mean`` / ``augment.std`` existed."""
     torch.manual_seed(seed)
     model, _ = build_backbone("convnet_tiny", 16)
-    run = root / f"run{seed}"
+    run = root / (name or f"run{seed}")
     run.mkdir(parents=True)
     export_backbone(model, run / "backbone.pt")
-    atomic_write_yaml(
-        run / "config.yaml",
-        {"method": "simclr", "backbone": "convnet_tiny", "image_size": 16, "cifar_stem": False,
-         "data": {"pool": "world:classes=3:per_class=8:size=16"}, "seed": seed},
-    )  # fmt: skip
+    config = {
+        "method": "simclr", "backbone": "convnet_tiny", "image_size": 16, "cifar_stem": False,
+        "data": {"pool": "world:classes=3:per_class=8:size=16"}, "seed": seed,
+    }  # fmt: skip
+    if augment is not None:
+        config["augment"] = augment
+    atomic_write_yaml(run / "config.yaml", config)
     return run
 
 
@@ -79,7 +87,7 @@ def test_features_match_direct_forward_and_cache(tmp_path: Path) -> None:
     images, labels, _ = load_split_images(task, "test", 16)
     enc.model.eval()
     with torch.no_grad():
-        x = eval_transform(torch.from_numpy(images).permute(0, 3, 1, 2), 16)
+        x = eval_transform(torch.from_numpy(images).permute(0, 3, 1, 2), eval_geometry(16))
         direct = enc.model(x).numpy()
     np.testing.assert_allclose(first.features, direct, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(first.labels, labels)
@@ -134,3 +142,93 @@ def test_sgd_protocol_never_changes_the_backbone(tmp_path: Path) -> None:
     assert enc.model.training
     assert len(res.sweep) == 2 and res.predict(feats.features).shape == (24, 3)
     assert all(p.grad is None for p in enc.model.parameters())
+
+
+# Written by hand from the references: solo-learn 9187ea3 solo/data/pretrain_dataloader.py
+# MEANS_N_STD["cifar10"], and timm's IMAGENET_DEFAULT_MEAN / IMAGENET_DEFAULT_STD.
+CIFAR10 = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def _reference_features(model: torch.nn.Module, images: np.ndarray, stats: tuple) -> np.ndarray:
+    """Features of 16 px world images (no resize at 16 px) normalised with ``stats``, written
+    from the formula ``(x / 255 - mean) / std`` per channel."""
+    x = images.astype(np.float64) / 255.0  # (N, H, W, 3)
+    x = (x - np.array(stats[0])) / np.array(stats[1])
+    batch = torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32))
+    model.eval()
+    with torch.no_grad():
+        return model(batch).numpy()
+
+
+def test_a_runs_features_use_the_statistics_of_its_config(tmp_path: Path) -> None:
+    # Same weights (seed 0), two run dirs: one records CIFAR statistics, one ImageNet's.
+    task = open_task(TASK)
+    cifar_stats = {"mean": list(CIFAR10[0]), "std": list(CIFAR10[1])}
+    cifar = load_encoder(make_run(tmp_path, augment=cifar_stats, name="cifar"))
+    imnet_stats = {"mean": list(IMAGENET[0]), "std": list(IMAGENET[1])}
+    imnet = load_encoder(make_run(tmp_path, augment=imnet_stats, name="imagenet"))
+    assert encoder_geometry(cifar).norm.mean == CIFAR10[0]
+    assert encoder_geometry(cifar).norm.std == CIFAR10[1]
+    f_cifar = split_features(cifar, task, "test", CPU)
+    f_imnet = split_features(imnet, task, "test", CPU)
+    assert f_cifar.cache_key != f_imnet.cache_key  # the statistics are part of the key
+    images, _, _ = load_split_images(task, "test", 16)
+    np.testing.assert_allclose(
+        f_cifar.features, _reference_features(cifar.model, images, CIFAR10), rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        f_imnet.features, _reference_features(imnet.model, images, IMAGENET), rtol=1e-4, atol=1e-5
+    )
+    assert np.abs(f_cifar.features - f_imnet.features).max() > 1e-3
+
+
+def test_old_run_dirs_without_statistics_use_imagenet_statistics(tmp_path: Path) -> None:
+    task = open_task(TASK)
+    old = load_encoder(make_run(tmp_path))  # config.yaml has no augment section at all
+    assert "augment" not in old.run_config
+    geometry = encoder_geometry(old)
+    assert (geometry.norm.mean, geometry.norm.std) == IMAGENET
+    images, _, _ = load_split_images(task, "test", 16)
+    np.testing.assert_allclose(
+        split_features(old, task, "test", CPU).features,
+        _reference_features(old.model, images, IMAGENET),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    # an augment section from before issue 10 (views only) also means ImageNet statistics
+    views = load_encoder(make_run(tmp_path, augment={"preset": "simclr"}, name="views"))
+    assert (encoder_geometry(views).norm.mean, encoder_geometry(views).norm.std) == IMAGENET
+
+
+def test_bad_statistics_in_a_run_config_are_config_errors(tmp_path: Path) -> None:
+    bad = load_encoder(make_run(tmp_path, augment={"mean": [0.5, 0.5], "std": [1, 1, 1]}))
+    with pytest.raises(ConfigError, match="augment.mean"):
+        encoder_geometry(bad)
+    zero = load_encoder(make_run(tmp_path, 1, augment={"mean": [0, 0, 0], "std": [1, 0, 1]}))
+    with pytest.raises(ConfigError, match="augment.std"):
+        encoder_geometry(zero)
+
+
+def test_sgd_probe_views_use_the_runs_statistics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SGD linear protocol trains on augmented views: normalised as the run's inputs are.
+    import divssl.pretrain.augment as augment
+    from divssl.evaluate.linear import run_linear
+
+    seen: list[augment.Normalization] = []
+    real = augment.make_views
+
+    def spy(images, preset, generator, extents=None):  # type: ignore[no-untyped-def]
+        seen.append(preset.norm)
+        return real(images, preset, generator, extents=extents)
+
+    monkeypatch.setattr(augment, "make_views", spy)
+    stats = {"mean": list(CIFAR10[0]), "std": list(CIFAR10[1])}
+    run = make_run(tmp_path, augment=stats)
+    run_linear(
+        run, TASK, fractions=(100,), protocol="sgd", lrs=(0.1,), epochs=1, batch_size=8,
+        device="cpu", n_boot=10, write=False,
+    )  # fmt: skip
+    assert seen and set(seen) == {augment.Normalization(*CIFAR10)}

@@ -64,3 +64,43 @@ def test_finetune_fails_loudly_on_divergence() -> None:
         finetune(backbone, dim, images, labels, {}, 2, 16, cfg, torch.device("cpu"))
     with pytest.raises(ConfigError, match="batch_size"):
         FinetuneConfig(batch_size=1)
+
+
+def test_finetune_trains_and_evaluates_with_the_runs_normalisation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The run's geometry (features.run_eval_geometry) sets the statistics of the training views
+    # and of the evaluation inputs alike.
+    import divssl.evaluate.features as features
+    import divssl.pretrain.augment as augment
+
+    norm = augment.Normalization((0.1, 0.2, 0.3), (0.5, 0.25, 0.125))
+    geometry = features.run_eval_geometry(
+        {"image_size": 16, "recipe": "cifar", "augment": {"mean": [0.1, 0.2, 0.3],
+                                                          "std": [0.5, 0.25, 0.125]}}
+    )  # fmt: skip
+    assert geometry.norm == norm
+    view_norms: list[augment.Normalization] = []
+    eval_norms: list[augment.Normalization] = []
+    real_views, real_forward = augment.make_views, features.forward_batches
+
+    def views_spy(images, preset, generator, extents=None):  # type: ignore[no-untyped-def]
+        view_norms.append(preset.norm)
+        return real_views(images, preset, generator, extents=extents)
+
+    def forward_spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        eval_norms.append(args[6])
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(augment, "make_views", views_spy)
+    monkeypatch.setattr(features, "forward_batches", forward_spy)
+    torch.manual_seed(0)
+    backbone, dim = build_backbone("convnet_tiny", 16)
+    images, labels = data(16, 0)
+    cfg = FinetuneConfig(epochs=1, batch_size=8, base_lr=0.1, eval_points=1, seed=0)
+    finetune(
+        backbone, dim, images, labels, {"test": data(8, 1)}, 2, 16, cfg, torch.device("cpu"), 10,
+        geometry=geometry,
+    )  # fmt: skip
+    assert view_norms and set(view_norms) == {norm}
+    assert eval_norms == [norm]

@@ -431,25 +431,9 @@ def test_blur_in_view_only_on_selected_samples() -> None:
             torch.testing.assert_close(out[i], x[i], atol=1e-6, rtol=0)
 
 
-# ------------------------------------------------------------------------------ eval transform
-
-
-def test_eval_transform_large_matches_torchvision_resize_centre_crop() -> None:
-    images = _images(batch=2, height=300, width=400)
-    out = A.eval_transform(images, 224)
-    assert out.shape == (2, 3, 224, 224) and out.dtype == torch.float32
-    x = images.float() / 255
-    ref = TF.center_crop(TF.resize(x, [256], antialias=True), [224, 224])
-    torch.testing.assert_close(A.denormalize(out), ref.clamp(0, 1), atol=1e-5, rtol=0)
-
-
-def test_eval_transform_small_is_direct_resize_and_deterministic() -> None:
-    images = _images(batch=3, height=32, width=32)
-    out = A.eval_transform(images, 32)
-    torch.testing.assert_close(A.denormalize(out), images.float() / 255, atol=1e-6, rtol=0)
-    assert torch.equal(out, A.eval_transform(images, 32))
-    down = A.eval_transform(_images(batch=2, height=64, width=48), 16)
-    assert down.shape == (2, 3, 16, 16)
+# ------------------------------------------------------------------------------ normalisation
+# (the evaluation transform lives in divssl.evaluate.features: tests/evaluate/
+# test_eval_features_transform.py)
 
 
 def test_normalize_round_trip() -> None:
@@ -458,6 +442,55 @@ def test_normalize_round_trip() -> None:
     mean = torch.tensor(A.IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(A.IMAGENET_STD).view(1, 3, 1, 1)
     torch.testing.assert_close(A.normalize(x), (x - mean) / std)
+
+
+def test_normalize_with_given_statistics_and_round_trip() -> None:
+    x = _rand01()
+    norm = A.Normalization((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    for c, (m, sd) in enumerate(zip(norm.mean, norm.std, strict=True)):
+        torch.testing.assert_close(A.normalize(x, norm)[:, c], (x[:, c] - m) / sd)
+    torch.testing.assert_close(A.denormalize(A.normalize(x, norm), norm), x)
+    assert A.Normalization() == A.IMAGENET_NORM
+    assert A.Normalization([0, 0, 0], [1, 1, 1]).mean == (0.0, 0.0, 0.0)  # lists from YAML
+
+
+@pytest.mark.parametrize(
+    ("mean", "std", "field"),
+    [
+        ((0.5, 0.5), (1.0, 1.0, 1.0), "augment.mean"),
+        ((0.5, 0.5, float("nan")), (1.0, 1.0, 1.0), "augment.mean"),
+        ((0.5, 0.5, 0.5), (1.0, 0.0, 1.0), "augment.std"),
+        ((0.5, 0.5, 0.5), (1.0, -1.0, 1.0), "augment.std"),
+        ((0.5, 0.5, 0.5), "abc", "augment.std"),
+    ],
+)
+def test_normalization_rejects_bad_statistics(mean, std, field) -> None:
+    with pytest.raises(ConfigError) as err:
+        A.Normalization(mean, std)
+    assert err.value.field == field
+
+
+def test_views_are_normalised_with_the_presets_statistics() -> None:
+    images = _images(batch=3, height=24, width=24)
+    norm = A.Normalization((0.1, 0.2, 0.3), (0.5, 0.25, 2.0))
+    plain = A.AugmentPreset([_plain(24)])
+    (imagenet,) = A.make_views(images, plain, _gen(7))
+    (given,) = A.make_views(images, dataclasses.replace(plain, norm=norm), _gen(7))
+    # same draws, same pixels; only the normalisation differs
+    torch.testing.assert_close(
+        A.denormalize(given, norm), A.denormalize(imagenet), atol=1e-5, rtol=0
+    )
+    assert not torch.allclose(given, imagenet)
+    preset = A.get_preset("simclr", 16, norm=norm)
+    assert preset.norm == norm and A.get_preset("byol", 16, norm=norm).norm == norm
+    assert A.get_preset("simclr", 16).norm == A.IMAGENET_NORM
+
+
+def test_run_normalization_reads_the_config_and_defaults_to_imagenet() -> None:
+    cfg = {"augment": {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]}}
+    assert A.run_normalization(cfg) == A.Normalization((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
+    assert A.run_normalization({}) == A.IMAGENET_NORM  # a run dir from before the keys
+    assert A.run_normalization({"augment": {"preset": "simclr"}}) == A.IMAGENET_NORM
 
 
 def test_view_spec_is_replaceable() -> None:

@@ -3,6 +3,7 @@ and the run dir records every effective value."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +47,9 @@ def test_resolved_config_equals_table(method: str, recipe: str) -> None:
         assert tree["recipe"] == recipe
         for key, ref in rows.items():
             if ref.applied:
-                assert _dotted(tree, key) == ref.resolved(backbone), (method, recipe, key)
+                want = ref.resolved(backbone)
+                want = list(want) if isinstance(want, tuple) else want  # YAML/JSON lists
+                assert _dotted(tree, key) == want, (method, recipe, key)
         # every method setting is written out, not left to the method's defaults
         assert set(tree["method_args"]) == set(get_method(method).Config.model_fields)
 
@@ -124,6 +127,73 @@ def test_values_quoted_in_the_issue_from_the_reference_files() -> None:
     # solo-learn imagenet/byol.yaml: clip_lr False, eta 0.001, batch 64 x 2 devices
     assert val("imagenet", "byol", "optim.lars_clip") is False
     assert val("imagenet", "byol", "batch_size") == 128
+
+
+# Normalisation statistics (augment.mean, augment.std), read by hand from the references:
+# solo-learn 9187ea3 solo/data/pretrain_dataloader.py build_transform_pipeline MEANS_N_STD for
+# the yaml's data.dataset (cifar10 in every scripts/pretrain/cifar/*.yaml; imagenet100 /
+# imagenet); timm IMAGENET_DEFAULT_MEAN/STD; kuangliu/pytorch-cifar main.py Normalize;
+# pytorch/vision references presets.py; facebookresearch/moco-v3 main_moco.py normalize,
+# dino main_dino.py DataAugmentationDINO, swav src/multicropdataset.py (std 0.228), vicreg
+# augmentations.py; google-research/simclr data_util.py (no normalisation: [0, 1] images).
+_CIFAR10 = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+_IMNET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_SSL = ("simclr", "mocov3", "byol", "dino", "swav", "vicreg", "barlow_twins")
+NORM_TABLE: dict[tuple[str, str], tuple[tuple, tuple, str]] = {
+    **{(m, "cifar"): (*_CIFAR10, "MEANS_N_STD['cifar10']") for m in _SSL},
+    **{(m, "small"): (*_CIFAR10, "MEANS_N_STD['cifar10']") for m in _SSL},
+    **{(m, "imagenet100"): (*_IMNET, "MEANS_N_STD['imagenet100']") for m in _SSL},
+    ("supervised", "cifar"): (
+        (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), "kuangliu/pytorch-cifar main.py",
+    ),
+    ("supervised", "small"): (
+        (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), "kuangliu/pytorch-cifar main.py",
+    ),
+    ("supervised", "imagenet100"): (*_IMNET, "pytorch/vision references"),
+    ("supervised", "imagenet"): (*_IMNET, "pytorch/vision references"),
+    ("byol", "imagenet"): (*_IMNET, "MEANS_N_STD['imagenet']"),
+    ("barlow_twins", "imagenet"): (*_IMNET, "MEANS_N_STD['imagenet']"),
+    ("simclr", "imagenet"): ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "google-research/simclr"),
+    ("mocov3", "imagenet"): (*_IMNET, "facebookresearch/moco-v3 main_moco.py"),
+    ("dino", "imagenet"): (*_IMNET, "facebookresearch/dino main_dino.py"),
+    ("swav", "imagenet"): (
+        (0.485, 0.456, 0.406), (0.228, 0.224, 0.225), "facebookresearch/swav src/multicrop",
+    ),
+    ("vicreg", "imagenet"): (*_IMNET, "facebookresearch/vicreg augmentations.py"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("recipe", RECIPE_NAMES)
+@pytest.mark.parametrize("method", method_names())
+def test_normalisation_statistics_per_recipe_equal_the_references(method: str, recipe: str) -> None:
+    mean, std, source = NORM_TABLE[(method, recipe)]
+    rows = get_recipe(recipe, method)
+    assert rows["augment.mean"].value == mean and rows["augment.std"].value == std
+    # the rows cite repo@commit; the table names the repository and file
+    cited = [
+        re.sub(r"@[0-9a-f]{7,40}", "", rows[k].source) for k in ("augment.mean", "augment.std")
+    ]
+    assert all(source in c for c in cited)
+    cfg = load_config(None, [f"method={method}", f"recipe={recipe}"])
+    assert (cfg.augment.mean, cfg.augment.std) == (mean, std)
+    assert config_to_dict(cfg)["augment"]["mean"] == list(mean)  # recorded in config.yaml
+
+
+def test_normalisation_statistics_are_user_overridable_and_validated() -> None:
+    cfg = load_config(None, ["recipe=cifar", "augment.mean=[0.5,0.5,0.5]"])
+    assert cfg.augment.mean == (0.5, 0.5, 0.5) and cfg.augment.std == _CIFAR10[1]
+    from divssl.pretrain.augment import Normalization, preset_from_config
+
+    assert preset_from_config(cfg).norm == Normalization((0.5, 0.5, 0.5), _CIFAR10[1])
+    for bad, field in (
+        ("augment.std=[0.2,0,0.2]", "augment.std"),
+        ("augment.std=[0.2,-1,0.2]", "augment.std"),
+        ("augment.mean=[0.5,0.5]", "augment.mean"),
+        ("augment.mean=oops", "augment.mean"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            load_config(None, [bad])
+        assert err.value.field.startswith(field), bad
 
 
 def test_docs_recipes_md_is_generated() -> None:
@@ -403,3 +473,43 @@ def test_small_recipe_learns_on_the_world_at_quickstart_scale(tmp_path: Path) ->
         assert read_json(run / "summary.json")["recipe"] == "small"
         got = top1(run_knn(run, WORLD_TASK, ks=[20], n_boot=10, write=False))
         assert got > top1(rnd) + 0.05, (method, got, top1(rnd))
+
+
+def test_a_pretraining_run_normalises_its_views_and_evaluation_with_its_statistics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tiny run with user statistics: every training view is normalised with them (undoing them
+    # gives [0, 1] pixels), config.yaml records them, and evaluation reads them back.
+    import divssl.pretrain.loop as loop_module
+    from divssl.evaluate.features import encoder_geometry, load_encoder
+    from divssl.pretrain.augment import Normalization
+
+    mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 0.125)
+    seen: list[tuple[Normalization, torch.Tensor]] = []
+    real = loop_module.make_views
+
+    def spy(images, preset, generator, extents=None):  # type: ignore[no-untyped-def]
+        views = real(images, preset, generator, extents=extents)
+        seen.append((preset.norm, views[0]))
+        return views
+
+    monkeypatch.setattr(loop_module, "make_views", spy)
+    monkeypatch.setenv("DIVSSL_CACHE", str(tmp_path / "cache"))
+    cfg = load_config(
+        None,
+        [
+            "data.pool=world:classes=4:per_class=8:size=16:seed=0",
+            "budget.images=64", "batch_size=32", "image_size=16", "tracking=none",
+            f"augment.mean={list(mean)}", f"augment.std={list(std)}", f"out={tmp_path / 'run'}",
+        ],
+    )  # fmt: skip
+    run = pretrain(cfg)
+    assert seen and all(norm == Normalization(mean, std) for norm, _ in seen)
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    for _, view in seen:
+        pixels = view * s + m
+        assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+    recorded = read_yaml(run / "config.yaml")["augment"]
+    assert (recorded["mean"], recorded["std"]) == (list(mean), list(std))
+    geometry = encoder_geometry(load_encoder(run))
+    assert (geometry.norm.mean, geometry.norm.std) == (mean, std)

@@ -21,8 +21,9 @@ Names:
   (``$DIVSSL_MUGS_VITB16_WEIGHTS``; ``state_dict`` / ``teacher`` wrappers, ``module.`` /
   ``backbone.`` prefixes and MUGS's ``relation_blocks`` are handled).
 * ``run:DIR`` — the backbone of a divssl run directory (``backbone.pt`` + ``config.yaml``),
-  fed exactly what the probes see: ``divssl.pretrain.augment.eval_transform`` at the run's image
-  size.
+  fed exactly what the probes see: ``divssl.evaluate.features.eval_transform`` with the run's
+  own geometry and normalisation (``run_eval_geometry``: its recipe scale at its image size, its
+  ``augment.mean`` / ``augment.std``; ImageNet statistics for run dirs without them).
 * ``tv:NAME`` / ``timm:NAME`` — any torchvision / timm architecture with ``weights=PATH``; its
   classification head is replaced by the identity so the features are the pooled penultimate layer.
 * ``pixels`` — no network: the image resized to ``input_size`` (default 32) px and flattened,
@@ -531,8 +532,8 @@ def _build_library(
 
 
 def _build_run(run_dir: Path) -> tuple[nn.Module, Transform, int, str]:
+    from divssl.evaluate.features import eval_transform, run_eval_geometry
     from divssl.io import read_yaml
-    from divssl.pretrain.augment import eval_transform
     from divssl.pretrain.backbones import load_backbone
 
     cfg_path, weights = run_dir / "config.yaml", run_dir / "backbone.pt"
@@ -544,9 +545,14 @@ def _build_run(run_dir: Path) -> tuple[nn.Module, Transform, int, str]:
     if missing:
         raise ConfigError("extractor", f"run:{run_dir}: config.yaml lacks {missing}")
     size, cifar_stem = int(cfg["image_size"]), bool(cfg.get("cifar_stem", False))
+    geometry = run_eval_geometry(cfg, size)  # the probes' transform of this run
     model, _ = load_backbone(weights, str(cfg["backbone"]), size, cifar_stem)
-    identity = f"{cfg['backbone']}|stem={cifar_stem}|weights={file_sha256(weights)}"
-    return model, (lambda images: eval_transform(images, size)), size, identity
+    identity = (
+        f"{cfg['backbone']}|stem={cifar_stem}|weights={file_sha256(weights)}"
+        f"|eval={geometry.recipe}:{geometry.resize}|mean={geometry.norm.mean}"
+        f"|std={geometry.norm.std}"
+    )
+    return model, (lambda images: eval_transform(images, geometry)), size, identity
 
 
 def extractor_names() -> list[str]:

@@ -11,11 +11,12 @@ A pretrained encoder "learns" only if its probe beats what needs no pretraining 
   (:func:`~divssl.evaluate.knn.run_knn` / :func:`~divssl.evaluate.linear.run_linear` with
   ``init="random"``).
 
-Raw pixels are the images the encoder sees — decoded and resized to its ``image_size`` by
-:func:`~divssl.pretrain.augment.eval_transform` — before the ImageNet mean/std normalisation, as
-values in
-[0, 1], flattened to (N, 3 S^2). Every baseline uses the task, label fractions, k, temperature,
-probe settings, bootstrap and seeds of the study's evaluation it stands beside.
+Raw pixels are the images the encoder sees — decoded, resized and centre-cropped to its
+``image_size`` by the probes' own geometry (:func:`~divssl.evaluate.features.eval_pixels` of the
+runs' recipe scale, the transform of :func:`~divssl.evaluate.features.eval_transform`) — before
+the run's mean/std normalisation, as values in [0, 1], flattened to (N, 3 S^2). Every baseline
+uses the task, label fractions, k, temperature, probe settings, bootstrap and seeds of the
+study's evaluation it stands beside.
 
 :func:`compute_study_baselines` evaluates them for every kNN / linear evaluation of a study whose
 spec asks for them (``report.baselines: true``) and writes ``STUDY_DIR/baselines.json``
@@ -38,35 +39,44 @@ BASELINES: tuple[str, ...] = ("pixels_knn", "pixels_logreg", "random_init")
 BASELINES_FILE = "baselines.json"
 
 
-def pixel_features(images: np.ndarray, image_size: int, batch_size: int = 4096) -> np.ndarray:
-    """Raw pixel vectors at the encoder's input size.
+def pixel_features(
+    images: np.ndarray, image_size: int, batch_size: int = 4096, recipe: str | None = None
+) -> np.ndarray:
+    """Raw pixel vectors at the encoder's input size, in the probes' geometry.
 
     Args:
         images: (N, H, W, 3) uint8 images (may be memory-mapped).
-        image_size: S, the side the encoder sees after
-            :func:`~divssl.pretrain.augment.eval_transform`.
+        image_size: S, the side the encoder sees.
         batch_size: images per resize batch.
+        recipe: the runs' recipe (its scale's geometry,
+            :func:`~divssl.evaluate.features.eval_geometry`); ``None``: picked from S.
 
     Returns:
-        (N, 3 * S * S) float32 pixel values in [0, 1].
+        (N, 3 * S * S) float32 pixel values in [0, 1]
+        (:func:`~divssl.evaluate.features.eval_pixels`: no normalisation).
     """
-    from divssl.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+    from divssl.evaluate.features import eval_geometry, eval_pixels
 
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    geometry = eval_geometry(image_size, recipe)
     out = np.empty((len(images), 3 * image_size * image_size), dtype=np.float32)
     for start in range(0, len(images), batch_size):
         chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
-        x = eval_transform(chunk.permute(0, 3, 1, 2), image_size)
-        x = (x * std + mean).clamp_(0.0, 1.0)  # undo the normalisation: raw [0, 1] pixels
+        x = eval_pixels(chunk.permute(0, 3, 1, 2), geometry)
         out[start : start + len(chunk)] = x.flatten(1).numpy()
     return out
 
 
 def task_pixels(
-    task_spec: str, image_size: int, decode_cache: str = "memory", workers: int = 0
+    task_spec: str,
+    image_size: int,
+    decode_cache: str = "memory",
+    workers: int = 0,
+    recipe: str | None = None,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
     """Pixel features and task-aligned labels of every split a task declares.
+
+    Splits are decoded and transformed as the probes of runs of ``recipe`` decode and transform
+    them (``None``: the recipe ``auto`` picks from S).
 
     Returns:
         ``{split: ((N, 3 S^2) features, (N,) labels)}`` for train/val/test/ood, and K.
@@ -78,8 +88,10 @@ def task_pixels(
     out = {}
     for split in ("train", "val", "test", "ood"):
         if task.has(split):
-            images, labels, _ = load_split_images(task, split, image_size, decode_cache, workers)
-            out[split] = (pixel_features(images, image_size), labels)
+            images, labels, _ = load_split_images(
+                task, split, image_size, decode_cache, workers, recipe
+            )
+            out[split] = (pixel_features(images, image_size, recipe=recipe), labels)
     return out, task.num_classes
 
 
@@ -226,14 +238,24 @@ def _rows(
 
 
 def _encoders(plan_doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """Distinct (backbone, image_size, cifar_stem) of the study's pretraining runs."""
+    """Distinct (backbone, image_size, cifar_stem, recipe) of the study's pretraining runs.
+
+    The recipe sets the evaluation geometry the pixel baselines share with the runs' probes.
+    """
+    from divssl.pretrain.recipes import pick_recipe
+
     seen: dict[tuple, dict[str, Any]] = {}
     for job in plan_doc["jobs"]:
         if job["kind"] != "pretrain":
             continue
         cfg = job["config"]
-        key = (cfg.get("backbone"), int(cfg.get("image_size")), bool(cfg.get("cifar_stem", False)))
-        seen.setdefault(key, {"backbone": key[0], "image_size": key[1], "cifar_stem": key[2]})
+        size = int(cfg.get("image_size"))
+        recipe = pick_recipe(str(cfg.get("recipe") or "auto"), size)
+        key = (cfg.get("backbone"), size, bool(cfg.get("cifar_stem", False)), recipe)
+        seen.setdefault(
+            key,
+            {"backbone": key[0], "image_size": size, "cifar_stem": key[2], "recipe": recipe},
+        )
     return list(seen.values())
 
 
@@ -273,12 +295,12 @@ def compute_study_baselines(study_dir: str | Path, seed: int = 0) -> list[dict[s
     plan_doc = read_plan(root)
     device = str(resolve_device("auto"))  # where the study's own probes run
     rows: list[dict[str, Any]] = []
-    pixels: dict[tuple[str, int], tuple[dict, int]] = {}
+    pixels: dict[tuple[str, int, str], tuple[dict, int]] = {}
     for enc in _encoders(plan_doc):
         for ev in _evaluations(plan_doc):
-            key = (ev["task_spec"], enc["image_size"])
+            key = (ev["task_spec"], enc["image_size"], enc["recipe"])
             if key not in pixels:
-                pixels[key] = task_pixels(ev["task_spec"], enc["image_size"])
+                pixels[key] = task_pixels(ev["task_spec"], enc["image_size"], recipe=enc["recipe"])
             splits, k_classes = pixels[key]
             stats = {"eval_seed": ev["eval_seed"], "n_boot": ev["n_boot"], "level": ev["level"]}
             pix = {**stats, "device": device}

@@ -3,14 +3,21 @@
 An :class:`Encoder` is a backbone loaded from a run dir's ``backbone.pt`` (``init="pretrained"``)
 or freshly initialised from a seed (``init="random"``, the random-init baseline). Features of a
 task split are extracted once, in eval mode, under ``torch.inference_mode()`` with the
-deterministic :func:`eval_transform` of the run's recipe scale (:data:`EVAL_PROTOCOLS`: the
-references' validation transform, value for value; bf16 autocast on CUDA where supported, fp32
-otherwise), and cached on disk under ``features/<key>.npz`` where the key hashes
+deterministic :func:`eval_transform` of the run (:func:`run_eval_geometry`: the geometry of its
+recipe scale, :data:`EVAL_PROTOCOLS`, the references' validation transform value for value, and
+the normalisation statistics the run was pretrained with, ``augment.mean`` / ``augment.std`` of
+its ``config.yaml``; bf16 autocast on CUDA where supported, fp32 otherwise), and cached on disk
+under ``features/<key>.npz`` where the key hashes
 
 * the encoder identity: the checkpoint's SHA-256, or the backbone name, init seed and torch version
   for a random init;
 * the pool's manifest hash;
-* the transform parameters (recipe scale, resize, crop, decode size) and the compute precision.
+* the transform parameters (recipe scale, resize, crop, decode size, mean, std) and the compute
+  precision.
+
+The same transform serves every consumer of a run's inputs: the probes and fine-tuning here, the
+pixel baselines (:func:`eval_pixels`, before normalisation) and the ``run:DIR`` distance
+extractor.
 
 Re-running an evaluation therefore reuses the features, and any change of weights, data or
 transform misses the cache.
@@ -33,6 +40,7 @@ from torch import nn
 
 from divssl.errors import ConfigError, RunFailed, unknown_choice
 from divssl.evaluate.tasks import Task
+from divssl.pretrain.augment import IMAGENET_NORM, Normalization, normalize, run_normalization
 
 INITS = ("pretrained", "random")
 DECODE_CACHES = ("memory", "mmap")
@@ -224,8 +232,10 @@ class EvalProtocol:
             it does not crop).
         resize: the shorter side it resizes to before the crop (``Resize(int)``: shorter side,
             bilinear, antialiased on PIL images); equal to ``crop`` where it does not resize.
-        mean: per-channel normalisation mean of the reference.
-        std: per-channel normalisation std of the reference.
+        mean: per-channel normalisation mean of the reference's ``T_val``.
+        std: per-channel normalisation std of the reference's ``T_val``. divssl normalises a
+            run's evaluation inputs with the run's own ``augment.mean`` / ``augment.std`` (the
+            statistics it was pretrained with; see each row's note).
         source: repository, file and key the values were read from.
         note: how divssl applies it (other sizes, values not honoured).
     """
@@ -240,11 +250,15 @@ class EvalProtocol:
 
 _IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # timm IMAGENET_DEFAULT_*
 _CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261))
-_NORM_NOTE = (
-    "normalisation not honoured: divssl normalises with ImageNet statistics at every scale, in "
-    "pretraining views and evaluation alike (the backbone sees at evaluation the statistics it "
-    "was trained on)"
+# solo-learn normalises CIFAR pretraining views with pretrain_dataloader.py MEANS_N_STD
+# ["cifar10"] std (0.2470, 0.2435, 0.2616) (the cifar recipe's augment.std) and evaluates with
+# T_val's std cut to (0.247, 0.243, 0.261); divssl evaluates with the run's statistics.
+_CIFAR_NORM_NOTE = (
+    "normalised with the run's augment.mean / augment.std, the statistics it was pretrained "
+    "with (cifar recipe: solo-learn's pretraining MEANS_N_STD['cifar10'], std (0.2470, 0.2435, "
+    "0.2616); T_val's std above is the same cut to 3 decimals, < 0.3% apart)"
 )
+_IMAGENET_NORM_NOTE = "normalised with the run's augment.mean / augment.std (recipe: as T_val)"
 _DINO_NOTE = (
     "bilinear as solo-learn (the paper's code); facebookresearch/dino eval_knn.py and "
     "eval_linear.py use the same geometry with bicubic (Resize(256, interpolation=3))"
@@ -258,7 +272,7 @@ EVAL_PROTOCOLS: dict[str, EvalProtocol] = {
         std=_CIFAR_STATS[1],
         source=f"{_SOLO_T_VAL} cifar_pipeline['T_val']: ToTensor, Normalize (no Resize/Crop)",
         note="at S px: shorter side to S, centre S x S (the whole image for square sources); "
-        + _NORM_NOTE,
+        + _CIFAR_NORM_NOTE,
     ),
     "imagenet100": EvalProtocol(
         crop=224,  # transforms.CenterCrop(224)
@@ -266,7 +280,8 @@ EVAL_PROTOCOLS: dict[str, EvalProtocol] = {
         mean=_IMAGENET_STATS[0],
         std=_IMAGENET_STATS[1],
         source=f"{_SOLO_T_VAL} imagenet_pipeline['T_val']: Resize(256), CenterCrop(224)",
-        note="at S px: shorter side to round(S * 256 / 224), centre S x S; " + _DINO_NOTE,
+        note="at S px: shorter side to round(S * 256 / 224), centre S x S; "
+        + f"{_IMAGENET_NORM_NOTE}; {_DINO_NOTE}",
     ),
     "imagenet": EvalProtocol(
         crop=224,  # transforms.CenterCrop(224)
@@ -274,7 +289,9 @@ EVAL_PROTOCOLS: dict[str, EvalProtocol] = {
         mean=_IMAGENET_STATS[0],
         std=_IMAGENET_STATS[1],
         source=f"{_SOLO_T_VAL} imagenet_pipeline['T_val']: Resize(256), CenterCrop(224)",
-        note="at S px: shorter side to round(S * 256 / 224), centre S x S; " + _DINO_NOTE,
+        note="at S px: shorter side to round(S * 256 / 224), centre S x S; "
+        + "normalised with the run's augment.mean / augment.std (official repositories' "
+        + f"statistics, e.g. none for SimCLR, std 0.228 for SwAV); {_DINO_NOTE}",
     ),
     "small": EvalProtocol(
         crop=32,
@@ -282,27 +299,31 @@ EVAL_PROTOCOLS: dict[str, EvalProtocol] = {
         mean=_CIFAR_STATS[0],
         std=_CIFAR_STATS[1],
         source="divssl.pretrain.recipes.data: recipe small = cifar rows (solo-learn cifar T_val)",
-        note="as cifar; " + _NORM_NOTE,
+        note="as cifar; " + _CIFAR_NORM_NOTE,
     ),
 }
 
 
 @dataclass(frozen=True)
 class EvalGeometry:
-    """The resolved evaluation geometry of one run.
+    """The resolved evaluation transform of one run: geometry and normalisation.
 
     Attributes:
         recipe: the recipe scale it comes from (a key of :data:`EVAL_PROTOCOLS`).
         resize: shorter side the image is resized to.
         crop: side of the centre crop (the model's input side S).
+        norm: the input normalisation (the run's ``augment.mean`` / ``augment.std``).
     """
 
     recipe: str
     resize: int
     crop: int
+    norm: Normalization = IMAGENET_NORM
 
 
-def eval_geometry(image_size: int, recipe: str | None = None) -> EvalGeometry:
+def eval_geometry(
+    image_size: int, recipe: str | None = None, norm: Normalization = IMAGENET_NORM
+) -> EvalGeometry:
     """The evaluation geometry of a run: its recipe scale's reference transform at ``image_size``.
 
     The reference's ratio of resize to crop is kept at other sizes: ``resize = round(S *
@@ -312,6 +333,8 @@ def eval_geometry(image_size: int, recipe: str | None = None) -> EvalGeometry:
         image_size: the model's input side S.
         recipe: the run's recipe (``cifar``, ``imagenet100``, ``imagenet``, ``small``);
             ``None`` or ``auto`` picks it from ``image_size`` as pretraining does.
+        norm: the run's normalisation (:func:`run_eval_geometry` reads it from the run's
+            config); ImageNet statistics by default, as every run before ``augment.mean``.
 
     Raises:
         ConfigError: unknown recipe or a non-positive size.
@@ -322,13 +345,35 @@ def eval_geometry(image_size: int, recipe: str | None = None) -> EvalGeometry:
         raise ConfigError("image_size", f"must be a positive integer, got {image_size!r}")
     name = pick_recipe(recipe or "auto", image_size)
     ref = EVAL_PROTOCOLS[name]
-    return EvalGeometry(name, round(image_size * ref.resize / ref.crop), image_size)
+    return EvalGeometry(name, round(image_size * ref.resize / ref.crop), image_size, norm)
 
 
-def eval_transform(images: torch.Tensor, geometry: EvalGeometry) -> torch.Tensor:
-    """The deterministic evaluation transform: ``Resize(resize)`` (shorter side, bilinear,
-    antialiased), ``CenterCrop(crop)``, then normalisation
-    (:func:`divssl.pretrain.augment.normalize`).
+def run_eval_geometry(run_config: dict[str, Any], image_size: int | None = None) -> EvalGeometry:
+    """The evaluation transform of a run from its ``config.yaml`` (as a dict).
+
+    Its recipe scale's geometry (``recipe``; absent: picked from the size) and its pretraining
+    statistics (``augment.mean`` / ``augment.std``; run dirs written before these keys: ImageNet
+    statistics, which they were pretrained with).
+
+    Args:
+        run_config: the run's resolved config; ``{}`` for an encoder without a run.
+        image_size: S; defaults to the run's ``image_size``.
+
+    Raises:
+        ConfigError: no image size, an unknown recipe or malformed statistics.
+    """
+    size = image_size if image_size is not None else run_config.get("image_size")
+    if size is None:
+        raise ConfigError("image_size", "the run config names no image_size")
+    recipe = run_config.get("recipe")
+    return eval_geometry(
+        int(size), str(recipe) if recipe is not None else None, run_normalization(run_config)
+    )
+
+
+def eval_pixels(images: torch.Tensor, geometry: EvalGeometry) -> torch.Tensor:
+    """The evaluation geometry without normalisation: ``Resize(resize)`` (shorter side,
+    bilinear, antialiased) then ``CenterCrop(crop)``, as [0, 1] intensities.
 
     Uses torchvision's own ``resize``/``center_crop`` on the uint8 images (output side lengths
     and crop offsets as the reference's transforms compute them; rounded to uint8 after the
@@ -336,21 +381,33 @@ def eval_transform(images: torch.Tensor, geometry: EvalGeometry) -> torch.Tensor
 
     Args:
         images: (B, 3, H, W) uint8 images.
-        geometry: from :func:`eval_geometry`.
+        geometry: from :func:`eval_geometry` / :func:`run_eval_geometry`.
 
     Returns:
-        (B, 3, crop, crop) float32 normalised images.
+        (B, 3, crop, crop) float32 in [0, 1].
     """
     from torchvision.transforms.v2 import functional as TF
-
-    from divssl.pretrain.augment import normalize
 
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected (B, 3, H, W) uint8 images, got {images.dtype} {images.shape}")
     if min(images.shape[-2:]) != geometry.resize:
         images = TF.resize(images, geometry.resize, antialias=True)
     images = TF.center_crop(images, [geometry.crop, geometry.crop])
-    return normalize(images.to(torch.float32).div_(255.0))
+    return images.to(torch.float32).div_(255.0)
+
+
+def eval_transform(images: torch.Tensor, geometry: EvalGeometry) -> torch.Tensor:
+    """The deterministic evaluation transform: :func:`eval_pixels`, then normalisation with
+    ``geometry.norm`` (:func:`divssl.pretrain.augment.normalize`).
+
+    Args:
+        images: (B, 3, H, W) uint8 images.
+        geometry: from :func:`eval_geometry` / :func:`run_eval_geometry`.
+
+    Returns:
+        (B, 3, crop, crop) float32 normalised images.
+    """
+    return normalize(eval_pixels(images, geometry), geometry.norm)
 
 
 # ----------------------------------------------------------------------------------- decoding
@@ -426,6 +483,7 @@ def forward_batches(
     device: torch.device,
     batch_size: int = 256,
     recipe: str | None = None,
+    norm: Normalization = IMAGENET_NORM,
 ) -> np.ndarray:
     """Run ``model`` over uint8 images with the eval transform, in eval mode, without gradients.
 
@@ -436,11 +494,12 @@ def forward_batches(
         device: compute device (the model is moved there).
         batch_size: images per forward pass.
         recipe: the run's recipe (see :func:`eval_geometry`); ``None``: picked from S.
+        norm: the run's normalisation (:func:`divssl.pretrain.augment.run_normalization`).
 
     Returns:
         (N, F) float32 outputs on the CPU.
     """
-    geometry = eval_geometry(image_size, recipe)
+    geometry = eval_geometry(image_size, recipe, norm)
     if batch_size < 1:
         raise ConfigError("batch_size", f"must be >= 1, got {batch_size}")
     model.to(device)
@@ -492,11 +551,16 @@ def encoder_recipe(encoder: Encoder) -> str | None:
     return str(recipe) if recipe is not None else None
 
 
+def encoder_geometry(encoder: Encoder) -> EvalGeometry:
+    """The evaluation transform of an encoder: its run's (:func:`run_eval_geometry`)."""
+    return run_eval_geometry(encoder.run_config, encoder.image_size)
+
+
 def feature_cache_key(encoder: Encoder, pool_manifest: str, device: torch.device) -> str:
     """Key of a split's features: encoder identity, pool manifest, transform and precision."""
     from divssl.cache import cache_key
 
-    geometry = eval_geometry(encoder.image_size, encoder_recipe(encoder))
+    geometry = encoder_geometry(encoder)
     transform = {
         "name": "eval_transform",
         "image_size": encoder.image_size,
@@ -504,6 +568,8 @@ def feature_cache_key(encoder: Encoder, pool_manifest: str, device: torch.device
         "resize": geometry.resize,
         "crop": geometry.crop,
         "decode_size": geometry.resize,
+        "mean": list(geometry.norm.mean),
+        "std": list(geometry.norm.std),
     }
     return cache_key(
         "features", FEATURES_VERSION, encoder.identity, pool_manifest, transform,
@@ -546,8 +612,9 @@ def split_features(
             task, split, encoder.image_size, decode_cache, workers, recipe
         )
         feats = forward_batches(
-            encoder.model, images, encoder.image_size, device, batch_size, recipe
-        )
+            encoder.model, images, encoder.image_size, device, batch_size, recipe,
+            run_normalization(encoder.run_config),
+        )  # fmt: skip
         # Labels are stored as the split's pool numbers them (its manifest is in the key) and
         # mapped to the task's class ids on every read, since that depends on the train split.
         return {

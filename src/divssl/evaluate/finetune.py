@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from divssl.errors import ConfigError, RunFailed
+from divssl.evaluate.features import EvalGeometry, eval_geometry
 from divssl.pretrain.budget import scaled_lr, warmup_cosine
 
 
@@ -98,13 +99,16 @@ def _evaluate(
     n_boot: int,
     seed: int,
     level: float,
+    geometry: EvalGeometry,
 ) -> dict[str, Any]:
     from divssl.evaluate.features import forward_batches
     from divssl.evaluate.stats import metric_report
 
     out: dict[str, Any] = {}
     for split, (images, labels) in data.items():
-        logits = forward_batches(net, images, image_size, device, batch_size)
+        logits = forward_batches(
+            net, images, image_size, device, batch_size, geometry.recipe, geometry.norm
+        )
         probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
         out[split] = metric_report(labels, probs, num_classes, n_boot, seed, level)
     return out
@@ -123,6 +127,7 @@ def finetune(
     n_boot: int = 1000,
     level: float = 0.95,
     eval_batch_size: int = 256,
+    geometry: EvalGeometry | None = None,
 ) -> list[dict[str, Any]]:
     """Fine-tune ``backbone`` plus a new linear head, evaluating at evenly spaced points.
 
@@ -139,6 +144,9 @@ def finetune(
         n_boot: bootstrap resamples per interval.
         level: interval coverage.
         eval_batch_size: images per evaluation batch.
+        geometry: the run's evaluation transform (:func:`~divssl.evaluate.features.
+            run_eval_geometry`): its geometry for the evaluations, its normalisation for the
+            training views too; ``None``: :func:`~divssl.evaluate.features.eval_geometry` of S.
 
     Returns:
         One record per evaluation point: step, epoch, images seen, learning rate, mean train loss
@@ -164,7 +172,9 @@ def finetune(
     opt = torch.optim.SGD(
         net.parameters(), lr=peak, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
-    preset = get_preset("supervised", image_size)
+    if geometry is None:
+        geometry = eval_geometry(image_size)
+    preset = get_preset("supervised", image_size, norm=geometry.norm)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, 0xF1E])
     y_all = torch.as_tensor(labels, dtype=torch.long)
@@ -209,6 +219,7 @@ def finetune(
                     n_boot,
                     cfg.seed,
                     level,
+                    geometry,
                 )  # fmt: skip
             )
             records.append(record)
@@ -272,6 +283,7 @@ def run_finetune(
         test/ood top-1 and macro-F1 values, ready for plotting and effective robustness).
     """
     from divssl.evaluate.features import (
+        encoder_geometry,
         load_encoder,
         load_split_images,
         resolve_device,
@@ -295,17 +307,20 @@ def run_finetune(
     )  # fmt: skip
     path = results_path("finetune", task, encoder, out_dir) if write else None
     size = encoder.image_size
-    images, labels, corrupt = load_split_images(task, "train", size, decode_cache, workers)
+    geometry = encoder_geometry(encoder)  # the run's geometry and normalisation
+    images, labels, corrupt = load_split_images(
+        task, "train", size, decode_cache, workers, geometry.recipe
+    )
     eval_data = {}
     for split in ("test", "ood"):
         if task.has(split):
             eval_images, eval_labels, _ = load_split_images(
-                task, split, size, decode_cache, workers
+                task, split, size, decode_cache, workers, geometry.recipe
             )
             eval_data[split] = (eval_images, eval_labels)
     points = finetune(
         encoder.fresh_model(), encoder.feat_dim, images, labels, eval_data, task.num_classes,
-        size, cfg, dev, n_boot, level,
+        size, cfg, dev, n_boot, level, geometry=geometry,
     )  # fmt: skip
     id_ood = [
         {

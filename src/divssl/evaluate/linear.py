@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from divssl.errors import ConfigError, RunFailed, unknown_choice
+from divssl.pretrain.augment import IMAGENET_NORM, Normalization, run_normalization
 from divssl.pretrain.budget import scaled_lr, warmup_cosine
 from divssl.threads import blas_threads, single_thread
 
@@ -838,6 +839,7 @@ def probe_images(
     cfg: ProbeConfig,
     device: torch.device,
     val: tuple[np.ndarray, np.ndarray] | None = None,
+    norm: Normalization = IMAGENET_NORM,
 ) -> ProbeResult:
     """SGD protocol: heads trained on augmented views through the frozen backbone.
 
@@ -853,11 +855,12 @@ def probe_images(
         cfg: probe settings (solver is SGD).
         device: compute device.
         val: optional explicit validation (features, labels).
+        norm: the run's input normalisation (the statistics of its eval transform).
     """
     from divssl.evaluate.features import autocast, eval_mode
     from divssl.pretrain.augment import get_preset, make_views
 
-    preset = get_preset("supervised", image_size)
+    preset = get_preset("supervised", image_size, norm=norm)
     gen = torch.Generator(device=device)
     model.to(device)
 
@@ -952,6 +955,7 @@ def run_linear(
         The results dict that is written.
     """
     from divssl.evaluate.features import (
+        encoder_recipe,
         load_encoder,
         load_split_images,
         resolve_device,
@@ -992,7 +996,7 @@ def run_linear(
     images = None
     if cfg.protocol == "sgd":
         images, labels, _ = load_split_images(
-            task, "train", encoder.image_size, decode_cache, workers
+            task, "train", encoder.image_size, decode_cache, workers, encoder_recipe(encoder)
         )
         if not np.array_equal(labels, train.labels):
             raise ConfigError("task.train", "decoded images and cached features disagree")
@@ -1008,6 +1012,7 @@ def run_linear(
             probe = probe_images(
                 encoder.model, images, idx, train.labels[idx], train.features[idx], k,
                 encoder.feat_dim, encoder.image_size, cfg, dev, val,
+                run_normalization(encoder.run_config),
             )  # fmt: skip
         entry: dict[str, Any] = {
             "fraction": f,

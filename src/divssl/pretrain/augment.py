@@ -1,10 +1,11 @@
 """Batched view generation on the training device, with per-method presets.
 
 A *view* is one augmented crop of a source image. ``make_views`` turns a uint8 batch
-``(B, 3, H, W)`` into a list of float32 views, global crops first, normalised with the ImageNet
-statistics. Each view follows a :class:`ViewSpec`, applied in the order of the papers' pipelines:
-random resized crop -> horizontal flip -> colour jitter (p) -> grayscale (p) -> Gaussian blur (p)
--> solarization (p) -> normalise.
+``(B, 3, H, W)`` into a list of float32 views, global crops first, normalised with the preset's
+:class:`Normalization` (the run's ``augment.mean`` / ``augment.std``; ImageNet statistics unless a
+recipe or the user says otherwise). Each view follows a :class:`ViewSpec`, applied in the order
+of the papers' pipelines: random resized crop -> horizontal flip -> colour jitter (p) -> grayscale
+(p) -> Gaussian blur (p) -> solarization (p) -> normalise.
 
 Why this is hand-written rather than ``torchvision.transforms.v2``: v2 transforms applied to a
 batch tensor draw *one* parameter set for the whole batch (every image gets the same crop, the same
@@ -47,12 +48,6 @@ LUMA_WEIGHTS: tuple[float, float, float] = (0.2989, 0.587, 0.114)
 BLUR_MAX_DISABLED_SIZE = 64
 ASYMMETRIC_PRESETS = ("byol", "dino")
 
-# Evaluation: resize the shorter side to size / 0.875 (256 for 224) then centre crop, for images
-# of at least this size; smaller images are resized to the crop size directly. 65 = the ImageNet
-# recipe scales of recipe=auto (divssl.evaluate.features.eval_geometry: same values).
-EVAL_CROP_FRACTION = 0.875
-EVAL_CROP_MIN_SIZE = 65
-
 _CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 boxes before the centre crop
 
 # Columns of the per-sample uniform draws in ``sample_view_params`` (after the crop draws).
@@ -60,6 +55,46 @@ _U_FLIP, _U_JITTER, _U_GRAY, _U_BLUR, _U_SIGMA, _U_SOLARIZE = range(6)
 _U_ORDER = slice(6, 10)  # argsort of 4 uniforms: a random order of the 4 jitter ops
 _U_FACTORS = slice(10, 14)  # brightness, contrast, saturation, hue
 _N_VIEW_DRAWS = 14
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel input normalisation ``(x - mean) / std`` of [0, 1] intensities.
+
+    Attributes:
+        mean: (R, G, B) means.
+        std: (R, G, B) standard deviations, each > 0.
+
+    Raises:
+        ConfigError: not three finite values, or a non-positive std (named ``augment.mean`` /
+            ``augment.std``, the config keys they come from).
+    """
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            ok = isinstance(values, (tuple, list)) and len(values) == 3
+            if not ok or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in values
+            ):
+                raise ConfigError(f"augment.{name}", f"must be 3 finite numbers, got {values!r}")
+            object.__setattr__(self, name, tuple(float(v) for v in values))
+        if min(self.std) <= 0:
+            raise ConfigError("augment.std", f"every std must be > 0, got {self.std!r}")
+
+    def tensors(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and std as (1, 3, 1, 1) tensors of ``x``'s dtype and device."""
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return mean, std
+
+
+# The statistics every run used before issue 10, and that runs whose config.yaml has no
+# augment.mean / augment.std still use: timm's IMAGENET_DEFAULT_MEAN / _STD.
+IMAGENET_NORM = Normalization()
 
 
 @dataclass(frozen=True)
@@ -133,10 +168,12 @@ class AugmentPreset:
     Attributes:
         global_views: full-resolution views (the two "global crops" of DINO / SwAV).
         local_views: small multi-crop views; empty for two-view methods.
+        norm: the normalisation of every view (the run's ``augment.mean`` / ``augment.std``).
     """
 
     global_views: list[ViewSpec]
     local_views: list[ViewSpec] = field(default_factory=list)
+    norm: Normalization = IMAGENET_NORM
 
     @property
     def n_views(self) -> int:
@@ -613,17 +650,15 @@ def apply_view(x: Tensor, params: ViewParams, spec: ViewSpec) -> Tensor:
     return v
 
 
-def normalize(x: Tensor) -> Tensor:
-    """(B, 3, H, W) in [0, 1] -> ImageNet-normalised ``(x - mean) / std``."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+def normalize(x: Tensor, norm: Normalization = IMAGENET_NORM) -> Tensor:
+    """(B, 3, H, W) in [0, 1] -> ``(x - mean) / std`` with ``norm``'s statistics."""
+    mean, std = norm.tensors(x)
     return (x - mean) / std
 
 
-def denormalize(x: Tensor) -> Tensor:
+def denormalize(x: Tensor, norm: Normalization = IMAGENET_NORM) -> Tensor:
     """Invert :func:`normalize`: (B, 3, H, W) normalised -> [0, 1] intensities."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    mean, std = norm.tensors(x)
     return x * std + mean
 
 
@@ -657,7 +692,8 @@ def make_views(
             image fills (H, W).
 
     Returns:
-        ``preset.n_views`` float32 tensors (B, 3, s, s), ImageNet-normalised, global views first.
+        ``preset.n_views`` float32 tensors (B, 3, s, s), normalised with ``preset.norm``, global
+        views first.
     """
     _check_images(images)
     if generator.device != images.device:
@@ -674,7 +710,7 @@ def make_views(
     views = []
     for spec in preset.views:
         params = sample_view_params(batch, heights, widths, spec, generator)
-        views.append(normalize(apply_view(x, params, spec)))
+        views.append(normalize(apply_view(x, params, spec), preset.norm))
     return views
 
 
@@ -690,40 +726,6 @@ def _check_extents(extents: Tensor, images: Tensor) -> tuple[Tensor, Tensor]:
     ):
         raise ValueError(f"extents must lie in [1, {height}] x [1, {width}]")
     return heights, widths
-
-
-def eval_transform(images: Tensor, size: int) -> Tensor:
-    """Deterministic evaluation transform: resize, centre crop, normalise.
-
-    For ``size >= 224`` the shorter side is resized to ``round(size / 0.875)`` (256 for 224) and
-    the centre ``size`` x ``size`` is kept; smaller sizes resize the shorter side to ``size``.
-    Resizing is bilinear with antialiasing (torchvision's default).
-
-    Args:
-        images: (B, 3, H, W) uint8 images.
-        size: output side length s.
-
-    Returns:
-        (B, 3, s, s) float32 normalised images.
-    """
-    _check_images(images)
-    if size < 1:
-        raise ConfigError("image_size", f"must be positive, got {size}")
-    x = images.to(torch.float32).div_(255.0)
-    height, width = x.shape[-2:]
-    short = round(size / EVAL_CROP_FRACTION) if size >= EVAL_CROP_MIN_SIZE else size
-    # New long side as torchvision's resize computes it: int(short * long / old short).
-    if height <= width:
-        new_h, new_w = short, int(short * width / height)
-    else:
-        new_h, new_w = int(short * height / width), short
-    if (new_h, new_w) != (height, width):
-        x = F.interpolate(
-            x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True
-        ).clamp_(0.0, 1.0)
-    top = int(round((new_h - size) / 2.0))
-    left = int(round((new_w - size) / 2.0))
-    return normalize(x[..., top : top + size, left : left + size])
 
 
 # --------------------------------------------------------------------------------------------
@@ -814,7 +816,11 @@ MULTI_CROP_PRESETS = ("dino", "swav")
 
 
 def get_preset(
-    name: str, image_size: int, n_local_crops: int = 0, local_size: int | None = None
+    name: str,
+    image_size: int,
+    n_local_crops: int = 0,
+    local_size: int | None = None,
+    norm: Normalization = IMAGENET_NORM,
 ) -> AugmentPreset:
     """Build a method's view preset for a given image size.
 
@@ -828,6 +834,7 @@ def get_preset(
         image_size: side of the global views.
         n_local_crops: number of small multi-crop views (``dino`` and ``swav`` only).
         local_size: side of the local views; default ``round(image_size * 96 / 224)``, >= 8.
+        norm: the normalisation of the views (a run's: :func:`run_normalization`).
 
     Raises:
         ConfigError: unknown name, non-positive sizes, negative or unsupported local crops.
@@ -854,7 +861,7 @@ def get_preset(
             [dataclasses.replace(v, blur_p=0.0) for v in preset.global_views],
             [dataclasses.replace(v, blur_p=0.0) for v in preset.local_views],
         )
-    return preset
+    return dataclasses.replace(preset, norm=norm)
 
 
 # --------------------------------------------------------------------------------------------
@@ -930,4 +937,24 @@ def preset_from_config(cfg: Any) -> AugmentPreset:
         glob.append(view_spec(aug.view2.model_dump(), cfg.image_size))
     n_local = int(aug.n_local_crops or 0)
     local = [view_spec(aug.local.model_dump(), int(aug.local_size))] * n_local
-    return AugmentPreset(glob, local)
+    return AugmentPreset(glob, local, run_normalization(cfg.model_dump(mode="python")))
+
+
+def run_normalization(run_config: dict[str, Any]) -> Normalization:
+    """The normalisation of a run from its resolved config (``config.yaml`` as a dict).
+
+    Runs record ``augment.mean`` and ``augment.std`` (from their recipe, or the user's keys);
+    run dirs written before these keys existed normalised with ImageNet statistics, which is
+    what they get here.
+
+    Raises:
+        ConfigError: a recorded mean/std that is not three finite numbers (std > 0).
+    """
+    aug = run_config.get("augment")
+    aug = aug if isinstance(aug, dict) else {}
+    mean, std = aug.get("mean"), aug.get("std")
+    if mean is None and std is None:
+        return IMAGENET_NORM
+    return Normalization(
+        IMAGENET_MEAN if mean is None else mean, IMAGENET_STD if std is None else std
+    )

@@ -105,6 +105,10 @@ class AugmentConfig(_Section):
     local: ViewConfig = ViewConfig()  # every local crop (multi-crop for DINO/SwAV)
     n_local_crops: int | None = None  # multi-crop for DINO/SwAV (0: two global crops only)
     local_size: int | None = None  # side of local crops (default ~ image_size * 96/224)
+    # Input normalisation (x - mean) / std of [0, 1] RGB, in pretraining views and in every
+    # evaluation of the run (probes, fine-tuning, run:DIR distances); from the recipe.
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None  # each > 0
 
 
 class ScheduleConfig(_Section):
@@ -337,6 +341,10 @@ def validate_static(cfg: Config) -> None:
         raise ConfigError(
             "augment.preset", f"unknown value {cfg.augment.preset!r}", ["recipe", *PRESETS]
         )
+    if cfg.augment.mean is not None or cfg.augment.std is not None:
+        from divssl.pretrain.augment import run_normalization
+
+        run_normalization(config_to_dict(cfg))  # three finite numbers each, std > 0
     n_local = cfg.augment.n_local_crops or 0
     if n_local < 0:
         raise ConfigError("augment.n_local_crops", "must be >= 0")
@@ -544,7 +552,7 @@ def unresolved_keys(cfg: Config) -> list[str]:
     keys = ["batch_size", "sync_batchnorm", "schedule.reference_epochs"]
     keys += [f"optim.{k}" for k in tree["optim"]]
     keys += [f"augment.{v}.{k}" for v in ("view1", "view2", "local") for k in tree["augment"][v]]
-    keys += ["augment.n_local_crops", "augment.local_size"]
+    keys += ["augment.n_local_crops", "augment.local_size", "augment.mean", "augment.std"]
     return [k for k in keys if _get_dotted(tree, k) is None]
 
 

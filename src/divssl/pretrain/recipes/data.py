@@ -41,6 +41,47 @@ _VIEW_KEYS = {
 }
 _SOLO_DIRS = {"cifar": "cifar", "imagenet100": "imagenet-100", "imagenet": "imagenet"}
 
+# Input normalisation (augment.mean / augment.std): the statistics each reference normalises its
+# views with; divssl evaluates a run with the same statistics (its config.yaml).
+Stats = tuple[tuple[float, float, float], tuple[float, float, float]]
+# solo-learn pretrain_dataloader.py build_transform_pipeline MEANS_N_STD["cifar10"]
+CIFAR10_STATS: Stats = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+# solo-learn MEANS_N_STD["cifar100"]: the paper's CIFAR-100 with data.dataset: cifar100
+CIFAR100_STATS: Stats = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+# timm IMAGENET_DEFAULT_MEAN / IMAGENET_DEFAULT_STD (solo-learn MEANS_N_STD["imagenet100"] and
+# ["imagenet"]; torchvision references, MoCo v3, DINO and VICReg write the same numbers)
+IMAGENET_STATS: Stats = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# kuangliu/pytorch-cifar main.py Normalize (the widely copied CIFAR-10 std 0.2023/0.1994/0.2010)
+KUANGLIU_STATS: Stats = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+# facebookresearch/swav src/multicropdataset.py: mean as ImageNet, std 0.228 (not 0.229) for R
+SWAV_STATS: Stats = ((0.485, 0.456, 0.406), (0.228, 0.224, 0.225))
+# google-research/simclr data_util.py: images stay in [0, 1], no mean/std normalisation
+IDENTITY_STATS: Stats = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+_SOLO_DATASETS = {"cifar": "cifar10", "imagenet100": "imagenet100", "imagenet": "imagenet"}
+_SOLO_STATS = {"cifar10": CIFAR10_STATS, "imagenet100": IMAGENET_STATS, "imagenet": IMAGENET_STATS}
+CIFAR_NORM_NOTE = (
+    "solo-learn's cifar yamls set data.dataset: cifar10; with cifar100 (the paper's CIFAR-100) "
+    f"it normalises with {CIFAR100_STATS[0]} / {CIFAR100_STATS[1]} (set augment.mean / "
+    "augment.std). solo-learn's linear/kNN T_val normalises CIFAR with std (0.247, 0.243, 0.261) "
+    "(classification_dataloader.py); divssl evaluates a run with the statistics it was trained on"
+)
+
+
+def _norm_rows(stats: Stats, source: str, note: str = "") -> dict[str, Ref]:
+    """``augment.mean`` / ``augment.std`` rows of one reference."""
+    return {
+        "augment.mean": Ref(stats[0], f"{source} mean", note),
+        "augment.std": Ref(stats[1], f"{source} std", note),
+    }
+
+
+def _solo_norm(recipe: str, method_file: str) -> dict[str, Ref]:
+    """solo-learn: the statistics of the yaml's ``data.dataset`` in ``MEANS_N_STD``."""
+    dataset = _SOLO_DATASETS[recipe]
+    f = f"scripts/pretrain/{_SOLO_DIRS[recipe]}/{method_file} data.dataset: {dataset}"
+    source = f"{SOLO} solo/data/pretrain_dataloader.py MEANS_N_STD[{dataset!r}] ({f})"
+    return _norm_rows(_SOLO_STATS[dataset], source, CIFAR_NORM_NOTE if recipe == "cifar" else "")
+
 
 def _view(
     scale: tuple[float, float],
@@ -148,6 +189,7 @@ def _solo_common(
         "optim.grad_clip": Ref(0.0, f"{f} (no gradient clipping)"),
         "schedule.reference_epochs": Ref(float(epochs), f"{f} max_epochs"),
         "sync_batchnorm": Ref(True, f"{f} sync_batchnorm"),
+        **_solo_norm(recipe, method_file),
         "precision_reference": Ref(
             "16-mixed",
             f"{f} precision",
@@ -442,6 +484,7 @@ def _supervised(recipe: str) -> dict[str, Ref]:
         )
         scale_src = f"{src} transform_train RandomCrop(32, padding=4)"
         sched_note = ""
+        rows.update(_norm_rows(KUANGLIU_STATS, f"{src} transform_train Normalize"))
     else:
         src = "pytorch/vision references/classification/train.py"
         rows = {
@@ -453,6 +496,9 @@ def _supervised(recipe: str) -> dict[str, Ref]:
         }
         crop_note = ""
         scale_src = f"{src} presets.py RandomResizedCrop"
+        rows.update(
+            _norm_rows(IMAGENET_STATS, f"{src} presets.py ClassificationPresetTrain (default)")
+        )
         sched_note = "not honoured: the reference steps the LR x0.1 every 30 epochs; divssl: cosine"
         if recipe == "imagenet100":
             crop_note = "ImageNet-100 has no supervised reference; the ImageNet one is used"
@@ -669,6 +715,12 @@ def _simclr_imagenet() -> dict[str, Ref]:
         for key, value in sym.items():
             rows[f"augment.view{i}.{key}"] = Ref(value, f"{aug} {_SIMCLR_AUG_KEYS[key]}")
     rows["augment.n_local_crops"] = Ref(0, f"{SIMCLR_V1} data.py (two views: xs)")
+    rows.update(
+        _norm_rows(
+            IDENTITY_STATS,
+            f"{aug} preprocess_image (float images in [0, 1], no mean/std normalisation)",
+        )
+    )
     return rows
 
 
@@ -778,6 +830,7 @@ def _mocov3_imagenet() -> dict[str, Ref]:
         )
     )
     rows["augment.n_local_crops"] = Ref(0, f"{MOCOV3} {main} moco.loader.TwoCropsTransform")
+    rows.update(_norm_rows(IMAGENET_STATS, f"{MOCOV3} {main} transforms.Normalize"))
     return rows
 
 
@@ -852,6 +905,7 @@ def _dino_imagenet() -> dict[str, Ref]:
         _view((0.14, 1.0), ASYM_JITTER, 0.1, 0.2),
     ]
     rows.update(_official_views(views, aug))
+    rows.update(_norm_rows(IMAGENET_STATS, f"{DINO} {main} DataAugmentationDINO normalize"))
     local = _view((0.05, 0.14), ASYM_JITTER, 0.5, 0.0)
     rows.update(
         _local_views(
@@ -932,6 +986,7 @@ def _swav_imagenet() -> dict[str, Ref]:
             [glob, glob], f"{SWAV} {aug}; {sh} --min_scale_crops 0.14 --max_scale_crops 1."
         )
     )
+    rows.update(_norm_rows(SWAV_STATS, f"{SWAV} src/multicropdataset.py MultiCropDataset"))
     local = _view((0.05, 0.14), SYM_JITTER, 0.5, 0.0)
     rows.update(
         _local_views(
@@ -1011,6 +1066,7 @@ def _vicreg_imagenet() -> dict[str, Ref]:
         )
     )
     rows["augment.n_local_crops"] = Ref(0, f"{VICREG} {main} (two views: x, y)")
+    rows.update(_norm_rows(IMAGENET_STATS, f"{VICREG} augmentations.py TrainTransform Normalize"))
     return rows
 
 
