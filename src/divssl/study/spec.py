@@ -67,6 +67,10 @@ TRACKING = ("none", "mlflow")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+# Settings that joined an evaluation kind later -> the behaviour it had before (left out of ids).
+ID_STABLE_DEFAULTS: dict[str, Any] = {"standardize": True}  # linear probe, always standardised
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -87,8 +91,17 @@ class _EvalBase(EvalCommon):
     task: str
 
     def eval_id(self) -> str:
-        """Stable id of this evaluation: ``<kind>-<task>-<8 hex of its settings>``."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """Stable id of this evaluation: ``<kind>-<task>-<8 hex of its settings>``.
+
+        Settings added after ids were first written are left out while they hold the value
+        the evaluation had before them (:data:`ID_STABLE_DEFAULTS`), so the ids of existing
+        study folders, and thus their finished records, stay valid.
+        """
+        values = self.model_dump(mode="json")
+        for name, before in ID_STABLE_DEFAULTS.items():
+            if name in values and values[name] == before:
+                del values[name]
+        blob = json.dumps(values, sort_keys=True).encode()
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", self.task).strip("-") or "task"
         return f"{self.kind}-{slug}-{hashlib.sha256(blob).hexdigest()[:8]}"  # type: ignore[attr-defined]
 
