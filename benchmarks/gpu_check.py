@@ -141,7 +141,7 @@ def ddp_equivalence(s: dict[str, Any], tmp: Path) -> dict[str, Any]:
 
     from divssl.config import config_to_dict, load_config
     from divssl.io import read_json
-    from divssl.study.backends import ddp_command
+    from divssl.study.ddp import ddp_command
     from divssl.train import pretrain
 
     ref_run = pretrain(load_config(None, _ddp_config(s, "cpu", tmp / "ddp-ref")))

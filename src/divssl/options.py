@@ -4,8 +4,9 @@
 default and help come from the field (``feature_batch_size`` -> ``--feature-batch-size``; the
 field's ``json_schema_extra={"cli": "--lr"}`` renames it, ``{"cli": False}`` leaves it out).
 :func:`settings_command` wraps a function that receives the validated models, so a CLI command is
-``parse into the model, call the stage``. List fields are comma-separated strings on the command
-line (``--k 20,200``); their items are validated by the model, which names the field in its error.
+``parse into the model, call the stage``. List fields are repeatable, comma-separated options
+(``--k 20,200`` or ``--k 20 --k 200``); their items are validated by the model, which names the
+field in its error.
 
 typer reads a command's parameters from its signature; a generated signature
 (``__signature__``) is its documented way of building options at run time.
@@ -28,9 +29,15 @@ from divssl.evaluate.settings import validate_settings
 M = TypeVar("M", bound=BaseModel)
 
 
-def _cli_extra(info: FieldInfo) -> Any:
+def _cli_extra(info: FieldInfo, key: str = "cli") -> Any:
     extra = info.json_schema_extra
-    return extra.get("cli") if isinstance(extra, dict) else None
+    return extra.get(key) if isinstance(extra, dict) else None
+
+
+def _splits(info: FieldInfo) -> bool:
+    """List items are split on commas unless the field says ``{"split": False}`` (pool specs
+    may hold commas, e.g. brace expansions of shard URLs)."""
+    return _cli_extra(info, "split") is not False
 
 
 def cli_fields(model: type[BaseModel]) -> dict[str, FieldInfo]:
@@ -72,14 +79,19 @@ def _list_text(values: Sequence[Any]) -> str:
 def _parameter(name: str, info: FieldInfo) -> inspect.Parameter:
     """One typer option for one field: its type, default and help."""
     inner, optional = _strip_optional(_base_type(info.annotation))
-    default = info.get_default(call_default_factory=True)
+    required = info.is_required()
+    default = inspect.Parameter.empty if required else info.get_default(call_default_factory=True)
     helptext = info.description or name
     flag = option_name(name, info)
     kind: Any
     if _is_list(inner):
-        kind = str | None
-        default = _list_text(default) if default else None
-        helptext += " (comma-separated)"
+        kind = list[str] if required else list[str] | None
+        helptext += " (repeatable" + (", comma-separated" if _splits(info) else "")
+        if default is not inspect.Parameter.empty:
+            if default:
+                helptext += f"; default {_list_text(default)}"
+            default = None
+        helptext += ")"
     elif typing.get_origin(_base_type(inner)) is Literal:
         choices = [str(c) for c in typing.get_args(_base_type(inner))]
         kind = str
@@ -115,7 +127,10 @@ def parse_into(model: type[M], values: dict[str, Any]) -> M:
         if _is_list(inner):
             if value is None:
                 continue  # the model's default
-            value = [part.strip() for part in str(value).split(",") if part.strip()]
+            items = [str(v) for v in value]
+            if _splits(info):
+                items = [part.strip() for v in items for part in v.split(",") if part.strip()]
+            value = items
         data[name] = value
     return validate_settings(model, data)
 

@@ -252,7 +252,7 @@ def split_settings(
         raise ConfigError(
             unknown[0], "unknown keyword", sorted([*model.model_fields, *RunOptions.model_fields])
         )
-    base = settings.model_dump() if settings is not None else {}
+    base = settings.model_dump(include=set(model.model_fields)) if settings is not None else {}
     built = validate_settings(model, {**base, **mine}) if mine or settings is None else settings
     opts = options.model_dump() if options is not None else {}
     run = validate_settings(RunOptions, {**opts, **rest}) if rest or options is None else options

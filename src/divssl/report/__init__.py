@@ -104,6 +104,8 @@ def section_names(spec: dict[str, Any]) -> list[str]:
 
 def build_sections(data: StudyData, fig_dir: Path, names: list[str]) -> list[Section]:
     """Build each named section from a loaded study (figures are written to ``fig_dir``)."""
+    # deferred: `divssl --help` and study-spec validation import this package for SECTIONS only;
+    # the section builders pull in pandas, matplotlib and torch
     from divssl.report import figures, tables
 
     out = []
@@ -154,6 +156,8 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> di
         ConfigError: no study folder or results, invalid results, unknown section names (checked
             before anything is written).
     """
+    # deferred: html/markdown import Section from this package, and the renderers pull in pandas
+    # and matplotlib, which `divssl --help` (it imports this package) must not load
     from divssl.io import atomic_write_text
     from divssl.report.html import render_html
     from divssl.report.markdown import render_markdown

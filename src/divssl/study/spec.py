@@ -51,6 +51,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from divssl.backbones import BACKBONES
+from divssl.config import Config, read_yaml_file
+from divssl.data.composition import parse_composition
+from divssl.distances.settings import DistanceSettings
 from divssl.errors import ConfigError, unknown_choice
 from divssl.evaluate.settings import (
     EvalCommon,
@@ -59,6 +63,8 @@ from divssl.evaluate.settings import (
     LinearSettings,
     settings_error,
 )
+from divssl.methods import method_names
+from divssl.report import SECTIONS
 
 SPECIAL_AXES = ("pool", "composition", "normalization")
 NORMALIZATIONS = ("compute", "epoch")
@@ -187,25 +193,13 @@ class DerivedPool(_Strict):
         return given[0]
 
 
-class DistanceSpec(_Strict):
-    """Distances between pools (``divssl.distances``); names are pools, tasks or ``task:split``.
+class DistanceSpec(DistanceSettings):
+    """Distances between pools: :class:`divssl.distances.settings.DistanceSettings`, the model
+    ``divssl distance`` parses into, whose ``a``/``b`` here name pools, tasks or ``task:split``.
 
     ``extractor`` is any name of :func:`divssl.distances.get_extractor` or a study run:
     ``run:best`` (the run with the best ID top-1 on the first evaluation) or ``run:<hash>``.
     """
-
-    a: list[str]
-    b: list[str]
-    metric: list[str] = ["fid"]
-    extractor: str = "inception"
-    weights: str | None = None
-    max_images: int = 50_000
-    seed: int = 0
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    vdna_bins: int = 1000
-    vdna_reference: str | None = None  # pool fixing VisualDNA's per-neuron ranges (default: a[0])
-    batch_size: int = 64
 
 
 class Resources(_Strict):
@@ -383,8 +377,6 @@ def substitute(node: Any, params: dict[str, Any], path: str = "") -> Any:
 
 
 def _config_key_exists(dotted: str) -> bool:
-    from divssl.config import Config
-
     model: Any = Config
     parts = dotted.split(".")
     for i, part in enumerate(parts):
@@ -401,8 +393,6 @@ def _config_key_exists(dotted: str) -> bool:
 
 
 def _axis_choices() -> list[str]:
-    from divssl.config import Config
-
     return [*SPECIAL_AXES, *Config.model_fields]
 
 
@@ -413,14 +403,9 @@ def _check_registry(values: list[Any], fld: str, choices: list[str]) -> None:
 
 
 def _check_axis(key: str, values: Any, fld: str, study: dict[str, Any]) -> None:
-    from divssl.backbones import BACKBONES
-    from divssl.methods import method_names
-
     if key == "composition":
         if not isinstance(values, dict) or not values:
             raise ConfigError(fld, "composition must map names to lists of parts")
-        from divssl.data.composition import parse_composition
-
         for name, parts in values.items():
             try:
                 parse_composition(parts)
@@ -493,12 +478,6 @@ def _check_references(study: Study) -> None:
                 base = ref.rsplit(":", 1)[0] if ref.count(":") == 1 else ref
                 if base not in names:
                     raise unknown_choice(f"distances[{i}].{side}[{j}]", ref, names)
-        from divssl.distances.pipeline import parse_metrics
-
-        try:
-            parse_metrics(dspec.metric)
-        except ConfigError as exc:
-            raise reprefix(exc, f"distances[{i}]") from None
     _check_report_sections(study.report.sections)
     needs_epoch = any("epoch" in g.get("normalization", []) for g in study.grid)
     if needs_epoch and not study.epoch_reference:
@@ -510,11 +489,7 @@ def _check_references(study: Study) -> None:
 
 
 def _check_report_sections(sections: list[str] | None) -> None:
-    """Section names are the report's (checked when :mod:`divssl.report` is installed)."""
-    try:
-        from divssl.report import SECTIONS
-    except ImportError:
-        return
+    """Section names are the report's."""
     for i, name in enumerate(sections or []):
         if name not in SECTIONS:
             raise unknown_choice(f"report.sections[{i}]", name, SECTIONS)
@@ -582,8 +557,6 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     Raises:
         ConfigError: unreadable file, unknown parameter, or an invalid section.
     """
-    from divssl.config import read_yaml_file
-
     return study_from_tree(read_yaml_file(path, "study"), overrides)
 
 
