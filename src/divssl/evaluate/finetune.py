@@ -250,10 +250,7 @@ def run_finetune(
     decode_cache, workers = options.decode_cache, options.workers
     dev = resolve_device(options.device)
     task = open_task(task_spec)
-    encoder = load_encoder(
-        run_dir, init=options.init, backbone=options.backbone, image_size=options.image_size,
-        cifar_stem=options.cifar_stem, seed=options.seed,
-    )  # fmt: skip
+    encoder = load_encoder(run_dir, **options.encoder_args())
     path = results_path("finetune", task, encoder, options.out_dir) if options.write else None
     size = encoder.image_size
     images, labels, corrupt = load_split_images(task, "train", size, decode_cache, workers)

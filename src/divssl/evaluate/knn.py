@@ -139,10 +139,7 @@ def run_knn(
     pct = check_fractions(fractions)
     dev = resolve_device(options.device)
     task = open_task(task_spec)
-    encoder = load_encoder(
-        run_dir, init=options.init, backbone=options.backbone, image_size=options.image_size,
-        cifar_stem=options.cifar_stem, seed=options.seed,
-    )  # fmt: skip
+    encoder = load_encoder(run_dir, **options.encoder_args())
     path = results_path("knn", task, encoder, options.out_dir) if options.write else None
     feats = task_features(
         encoder, task, dev, settings.feature_batch_size, options.decode_cache, options.workers

@@ -800,10 +800,7 @@ def run_linear(
     pct = check_fractions(fractions)
     dev = resolve_device(options.device)
     task = open_task(task_spec)
-    encoder = load_encoder(
-        run_dir, init=options.init, backbone=options.backbone, image_size=options.image_size,
-        cifar_stem=options.cifar_stem, seed=options.seed,
-    )  # fmt: skip
+    encoder = load_encoder(run_dir, **options.encoder_args())
     kind = "linear" if protocol == "cached" else "linear-sgd"
     path = results_path(kind, task, encoder, out_dir) if options.write else None
     feats = task_features(encoder, task, dev, feature_batch_size, decode_cache, workers)

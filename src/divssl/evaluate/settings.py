@@ -183,6 +183,10 @@ class RunOptions(_Settings):
         True, description="write the results JSON", json_schema_extra=CLI_ONLY_IN_STUDIES
     )
 
+    def encoder_args(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`divssl.evaluate.features.load_encoder`."""
+        return self.model_dump(include={"init", "backbone", "image_size", "cifar_stem", "seed"})
+
 
 S = TypeVar("S", bound=BaseModel)
 

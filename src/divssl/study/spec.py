@@ -64,7 +64,7 @@ from divssl.evaluate.settings import (
     settings_error,
 )
 from divssl.methods import method_names
-from divssl.report import SECTIONS
+from divssl.report.sections import SECTIONS
 
 SPECIAL_AXES = ("pool", "composition", "normalization")
 NORMALIZATIONS = ("compute", "epoch")
