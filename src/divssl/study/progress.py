@@ -21,7 +21,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from rich.console import Console
 from rich.live import Live
@@ -30,6 +30,26 @@ from rich.table import Table
 from divssl.study.jobs import BaselineJob, JobResult, PlanDoc, PretrainJob, job_dir, record_path
 
 EVENTS_FILE = "events.jsonl"
+
+
+class Event(TypedDict, total=False):
+    """One line of ``events.jsonl``.
+
+    Attributes:
+        time: ``time.time()`` when it was appended.
+        job: the job id (or ``distances`` / ``baselines``); kind: the job's kind.
+        event: ``start``, ``done``, ``skipped`` or ``failed``.
+        pid, host: the worker; error, stage: why and where a job failed.
+    """
+
+    time: float
+    job: str
+    kind: str
+    event: str
+    pid: int
+    host: str
+    error: str
+    stage: str
 
 
 @dataclass
@@ -61,7 +81,7 @@ class ProgressState:
     running_ids: list[str] = field(default_factory=list)
 
 
-def read_events(study_dir: str | Path, since: float = 0.0) -> list[dict[str, Any]]:
+def read_events(study_dir: str | Path, since: float = 0.0) -> list[Event]:
     """Events at or after ``since`` (a ``time.time()`` value); torn last lines are skipped."""
     path = Path(study_dir) / EVENTS_FILE
     if not path.is_file():
@@ -77,7 +97,7 @@ def read_events(study_dir: str | Path, since: float = 0.0) -> list[dict[str, Any
     return out
 
 
-def append_event(study_dir: str | Path, event: dict[str, Any]) -> None:
+def append_event(study_dir: str | Path, event: Event) -> None:
     """Append one event line (``O_APPEND`` writes of one short line do not interleave)."""
     path = Path(study_dir) / EVENTS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

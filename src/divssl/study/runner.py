@@ -38,7 +38,7 @@ from divssl.io import atomic_write_json, atomic_write_text, atomic_write_yaml
 from divssl.study.backends import make_backend
 from divssl.study.jobs import PLAN_FILE, DerivedPoolFile, JobResult, PlanDoc, read_plan
 from divssl.study.plan import Plan, file_paths
-from divssl.study.progress import StudyProgress, append_event
+from divssl.study.progress import Event, StudyProgress, append_event
 from divssl.study.results import write_results
 from divssl.study.spec import Study
 from divssl.study.worker import execute_job
@@ -295,6 +295,6 @@ def run_study(
         try:  # reference rows only: a failure is recorded, the study's results stand
             compute_study_baselines(root)
         except ConfigError as exc:
-            event = {"job": "baselines", "kind": "baselines", "event": "failed"}
+            event: Event = {"job": "baselines", "kind": "baselines", "event": "failed"}
             append_event(root, {**event, "error": str(exc)})
     return StudyOutcome(root, results, len(frame), distances_error)
