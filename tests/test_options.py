@@ -92,3 +92,8 @@ def test_study_distances_are_the_cli_model():
 
     assert issubclass(DistanceSpec, DistanceSettings)
     assert set(DistanceSpec.model_fields) == set(DistanceSettings.model_fields)
+
+
+def test_an_option_declared_twice_is_refused():
+    with pytest.raises(ValueError, match="declared twice"):
+        settings_command([KnnSettings, LinearSettings], [], lambda *a: None, "doc")

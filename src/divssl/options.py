@@ -148,11 +148,16 @@ def settings_command(
         leading: hand-written options that belong to no model (``--task``, ``--run``).
         body: ``body(*instances, **leading values)``.
         doc: the command's help text.
+
+    Raises:
+        ValueError: two models (or a model and ``leading``) declare the same option.
     """
     params = list(leading)
     owner: dict[str, type[BaseModel]] = {}
     for model in models:
         for param in model_parameters(model):
+            if param.name in owner or any(p.name == param.name for p in leading):
+                raise ValueError(f"option {param.name!r} is declared twice")
             owner[param.name] = model
             params.append(param)
 
