@@ -43,7 +43,7 @@ from divssl.study.results import write_results
 from divssl.study.spec import Study
 from divssl.study.worker import execute_job
 
-__all__ = ["execute_job", "prepare_study", "run_study", "compute_distances", "StudyOutcome"]
+__all__ = ["StudyOutcome", "compute_distances", "execute_job", "prepare_study", "run_study"]
 
 STUDY_FILE = "study.yaml"
 
