@@ -80,7 +80,9 @@ def _parameter(name: str, info: FieldInfo) -> inspect.Parameter:
     """One typer option for one field: its type, default and help."""
     inner, optional = _strip_optional(_base_type(info.annotation))
     required = info.is_required()
-    default = inspect.Parameter.empty if required else info.get_default(call_default_factory=True)
+    default: Any = (
+        inspect.Parameter.empty if required else info.get_default(call_default_factory=True)
+    )
     helptext = info.description or name
     flag = option_name(name, info)
     kind: Any

@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import JsonDict
 
 from divssl.evaluate.settings import Count, Seed
 
 MetricName = Literal["fid", "kid", "vdna"]
-NO_SPLIT = {"split": False}  # pool specs may hold commas (shard URL brace expansions)
+NO_SPLIT: JsonDict = {"split": False}  # pool specs may hold commas (shard URL brace expansions)
 
 
 class DistanceSettings(BaseModel):

@@ -32,6 +32,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic.json_schema import JsonDict
 
 from divssl.errors import ConfigError
 
@@ -47,7 +48,7 @@ BootCount = Annotated[int, Field(ge=1, le=1_000_000)]  # resamples; 1e6 is ~100x
 
 # ``json_schema_extra`` keys read by the CLI generator (divssl.options): ``cli`` renames the
 # option (``--lr`` for ``base_lr``) or, when False, keeps a field out of the CLI (study-only).
-CLI_ONLY_IN_STUDIES = {"cli": False}
+CLI_ONLY_IN_STUDIES: JsonDict = {"cli": False}
 
 
 class _Settings(BaseModel):

@@ -17,6 +17,7 @@ different backends — never run the same job twice.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
 import shutil
@@ -234,7 +235,7 @@ class RayBackend:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
                     job_id = pending.pop(ref)
-                    result = _result_or_failure(lambda ref=ref: ray.get(ref), job_id)
+                    result = _result_or_failure(functools.partial(ray.get, ref), job_id)
                     on_result(result)
                     results.append(result)
             return results

@@ -14,7 +14,7 @@ flat mapping ``{kind, task, <settings>, id, task_spec}``, the form records also 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Final, Literal, TypedDict
 
 from pydantic import (
     BaseModel,
@@ -30,7 +30,7 @@ from divssl.errors import ConfigError
 from divssl.io import read_json
 from divssl.study.spec import Evaluation, validation_error
 
-PLAN_FORMAT = "divssl-plan/1"
+PLAN_FORMAT: Final = "divssl-plan/1"
 PLAN_FILE = "plan.json"
 _PLANNED_KEYS = ("id", "task_spec")
 

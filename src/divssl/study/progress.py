@@ -115,11 +115,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def pretrain_done(folder: Path) -> bool:
     """A pretraining run whose ``summary.json`` says completed and whose backbone exists."""
     summary = _read_json(folder / "summary.json")
-    return (
-        bool(summary)
-        and summary.get("status") == "completed"
-        and (folder / "backbone.pt").is_file()
-    )
+    if not summary:
+        return False
+    return summary.get("status") == "completed" and (folder / "backbone.pt").is_file()
 
 
 def job_complete(study_dir: str | Path, job: PretrainJob | BaselineJob) -> bool:

@@ -37,7 +37,7 @@ from divssl.study.jobs import (
     record_path,
 )
 from divssl.study.plan import load_run_config
-from divssl.study.progress import append_event, job_complete, pretrain_done
+from divssl.study.progress import Event, append_event, job_complete, pretrain_done
 from divssl.study.results import eval_rows, record_rows, run_columns
 from divssl.study.spec import FinetuneEval, KnnEval, LinearEval
 from divssl.study.tracking import log_job, wants_mlflow
@@ -46,18 +46,18 @@ from divssl.train import pretrain
 Job = PretrainJob | BaselineJob
 
 
-def _event(study_dir: Path, job: Job, event: str, **extra: Any) -> None:
-    append_event(
-        study_dir,
-        {
-            "job": job.id,
-            "kind": job.kind,
-            "event": event,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            **extra,
-        },
-    )
+def _event(study_dir: Path, job: Job, event: str, failure: tuple[str, str] | None = None) -> None:
+    """Append a job event; ``failure`` is ``(error, stage)`` of a failed job."""
+    line: Event = {
+        "job": job.id,
+        "kind": job.kind,
+        "event": event,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+    }
+    if failure is not None:
+        line["error"], line["stage"] = failure
+    append_event(study_dir, line)
 
 
 def _pretrain(study_dir: Path, plan: PlanDoc, job: PretrainJob) -> None:
@@ -186,7 +186,7 @@ def execute_job(study_dir: str, job_id: str) -> JobResult:
         return {**out, "status": "done", "seconds": time.perf_counter() - t0}
     except Exception as exc:  # recorded in failed.json; the study goes on with the other jobs
         message = _record_failure(job_dir(root, job), job, exc, stage)
-        _event(root, job, "failed", error=message, stage=stage)
+        _event(root, job, "failed", (message, stage))
         return {
             **out,
             "status": "failed",
