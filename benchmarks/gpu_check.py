@@ -144,7 +144,7 @@ def ddp_equivalence(s: dict[str, Any], tmp: Path) -> dict[str, Any]:
     from divssl.io import read_json
     from divssl.pretrain.config import config_to_dict, load_config
     from divssl.pretrain.loop import pretrain
-    from divssl.study.backends import ddp_command
+    from divssl.study.ddp import ddp_command
 
     ref_run = pretrain(load_config(None, _ddp_config(s, "cpu", tmp / "ddp-ref")))
     dev_cfg = load_config(None, _ddp_config(s, s["device"], tmp / "ddp-dev"))

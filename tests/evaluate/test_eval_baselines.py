@@ -81,18 +81,22 @@ def test_pixel_logreg_matches_sklearn_at_a_fixed_weight_decay():
 def test_compute_study_baselines_writes_rows_for_each_evaluation(tmp_path):
     import json
 
+    from tests.study.conftest import plan_doc, pretrain_job
+
     from divssl.evaluate.baselines import compute_study_baselines
+    from divssl.study.jobs import PlannedEvaluation
     from divssl.study.spec import KnnEval, LinearEval
 
     task = "world:classes=3:per_class=12:size=8:seed=0"
-    evals = []
-    for ev in (KnnEval(task="w", k=[5], n_boot=20), LinearEval(task="w", fractions=[50, 100],
-               weight_decays=[1e-3, 1e-1], max_iter=50, n_boot=20)):  # fmt: skip
-        # the plan's form of an evaluation (divssl.study.plan)
-        evals.append({**ev.model_dump(mode="json"), "id": ev.eval_id(), "task_spec": task})
+    evals = [
+        PlannedEvaluation.of(ev, task)  # the plan's form of an evaluation (divssl.study.jobs)
+        for ev in (KnnEval(task="w", k=[5], n_boot=20), LinearEval(task="w", fractions=[50, 100],
+                   weight_decays=[1e-3, 1e-1], max_iter=50, n_boot=20))
+    ]  # fmt: skip
     config = {"backbone": "convnet_tiny", "image_size": 8, "cifar_stem": False}
-    plan = {"jobs": [{"id": "r0", "kind": "pretrain", "config": config, "evaluations": evals}]}
-    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    job = pretrain_job("r0", evals, config=config)
+    plan = plan_doc([job], study_dir=str(tmp_path))
+    (tmp_path / "plan.json").write_text(json.dumps(plan.model_dump(mode="json")))
     rows = compute_study_baselines(tmp_path)
     assert json.loads((tmp_path / "baselines.json").read_text()) == rows
     top1 = [r for r in rows if r["metric"] == "top1"]

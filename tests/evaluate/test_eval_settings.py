@@ -93,3 +93,49 @@ def test_list_item_position_is_said_and_valid_values_pass():
     assert ok.fractions == [1.0, 100.0] and ok.max_iter == 1000
     sgd = validate_settings(LinearSettings, {"protocol": "sgd", "weight_decays": [0.0]})
     assert sgd.weight_decays == [0.0]  # zero decay is fine without L-BFGS
+
+
+def test_cli_and_study_defaults_are_the_models():
+    # one declaration: the defaults the issue found disagreeing (max_iter 300 vs 1000, fractions
+    # 1,5,10,50,100 vs [100]) now come from LinearSettings for the CLI and for studies alike
+    from divssl.options import model_parameters
+
+    cli = {p.name: p.default for p in model_parameters(LinearSettings)}
+    study = LinearEval(task="t")
+    assert cli["max_iter"] == study.max_iter == LinearSettings().max_iter == 1000
+    assert cli["fractions"] is None and study.fractions == LinearSettings().fractions == [100.0]
+    assert KnnEval(task="t").k == KnnSettings().k == [20, 200]
+
+
+def test_keyword_convenience_builds_the_models():
+    from divssl.evaluate.settings import RunOptions, split_settings
+
+    settings, options = split_settings(
+        KnnSettings, None, None, {"ks": [5], "temperature": 0.1, "device": "cpu"}
+    )
+    assert settings == KnnSettings(k=[5], temperature=0.1) and options.device == "cpu"
+    given = KnnEval(task="t", k=[7])  # a study's evaluation is a settings model plus its task
+    same, _ = split_settings(KnnSettings, given, None, {})
+    assert same is given
+    updated, _ = split_settings(KnnSettings, given, RunOptions(workers=2), {"n_boot": 5})
+    assert updated.k == [7] and updated.n_boot == 5
+    with pytest.raises(ConfigError) as info:
+        split_settings(KnnSettings, None, None, {"kk": [5]})
+    assert info.value.field == "kk" and "k" in (info.value.choices or [])
+    with pytest.raises(ConfigError) as info:
+        split_settings(KnnSettings, None, None, {"workers": -1})
+    assert info.value.field == "workers"
+
+
+def test_fit_configs_extend_the_shared_settings():
+    from divssl.evaluate.finetune import FinetuneConfig
+    from divssl.evaluate.linear import ProbeConfig
+
+    probe = ProbeConfig.from_settings(LinearSettings(eval_seed=3, max_iter=50, protocol="sgd"))
+    assert (probe.seed, probe.max_iter, probe.solver, probe.momentum) == (3, 50, "sgd", 0.9)
+    with pytest.raises(ConfigError) as info:
+        FinetuneConfig(batch_size=1)
+    assert info.value.field == "batch_size"
+    with pytest.raises(ConfigError) as info:
+        ProbeConfig(threads=0)
+    assert info.value.field == "threads"

@@ -53,3 +53,34 @@ def quiet_console() -> Any:
     from rich.console import Console
 
     return Console(file=io.StringIO(), force_terminal=False, width=200)
+
+
+def planned_knn(task: str = "t", **settings: Any) -> Any:
+    """A planned kNN evaluation of task ``task`` (its id is the settings' hash)."""
+    from divssl.study.jobs import PlannedEvaluation
+    from divssl.study.spec import KnnEval
+
+    return PlannedEvaluation.of(KnnEval(task=task, **settings), f"spec-of-{task}")
+
+
+def pretrain_job(job_id: str, evaluations: list[Any] | None = None, **fields: Any) -> Any:
+    """A typed pretraining job of a 16 px SimCLR run (``fields`` replace the defaults)."""
+    from divssl.study.jobs import PretrainJob
+
+    values: dict[str, Any] = {
+        "id": job_id, "factors": {}, "pool": "w", "composition": None, "source": "source",
+        "budget_images": 64, "unique_images": 32, "epochs": 2.0, "diversity": 0.5, "steps": 2,
+        "global_batch": 32, "normalization": "compute", "model": "m",
+        "config": {"method": "simclr", "backbone": "convnet_tiny", "image_size": 16, "seed": 0,
+                   "cifar_stem": False, "out": f"runs/{job_id}"},
+        "evaluations": evaluations or [],
+    }  # fmt: skip
+    values.update(fields)
+    return PretrainJob(**values)
+
+
+def plan_doc(jobs: list[Any], study: str = "tiny", study_dir: str = ".") -> Any:
+    """A typed ``plan.json`` holding ``jobs``."""
+    from divssl.study.jobs import PlanDoc
+
+    return PlanDoc(study=study, study_dir=study_dir, jobs=jobs)

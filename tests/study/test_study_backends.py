@@ -15,11 +15,11 @@ from divssl.study.backends import (
     LocalBackend,
     RayBackend,
     SlurmBackend,
-    ddp_command,
     local_slots,
     make_backend,
     slurm_parameters,
 )
+from divssl.study.ddp import ddp_command
 from divssl.study.plan import build_plan
 from divssl.study.progress import job_complete
 from divssl.study.runner import prepare_study, run_study
@@ -83,7 +83,7 @@ def test_local_workers_each_get_their_cuda_visible_devices(tmp_path):
     assert len(seen) == 2 and sorted(r["id"] for r in results) == sorted(r.id for r in plan.runs)
     assert all(r["status"] == "done" for r in results)
     assert {r["cuda_visible_devices"] for r in results} <= {"7", "9"}
-    assert all(job_complete(plan.study_dir, j) for j in doc["jobs"])
+    assert all(job_complete(plan.study_dir, j) for j in doc.jobs)
 
 
 @pytest.mark.slow
@@ -94,7 +94,7 @@ def test_slurm_array_through_submitits_local_executor(tmp_path):
     results = backend.run(str(plan.study_dir), [r.id for r in plan.runs], lambda r: None)
     assert [r["status"] for r in results] == ["done", "done"]
     assert len({r["pid"] for r in results}) == 2  # one process per array task
-    assert all(job_complete(plan.study_dir, j) for j in doc["jobs"])
+    assert all(job_complete(plan.study_dir, j) for j in doc.jobs)
     assert list((plan.study_dir / "slurm").glob("*_log.out"))  # submitit's per-task logs
 
 
@@ -118,7 +118,7 @@ def test_ray_backend_on_a_local_ray(tmp_path):
     results = backend.run(str(plan.study_dir), [r.id for r in plan.runs], seen.append)
     assert sorted(r["status"] for r in results) == ["done", "done"] and len(seen) == 2
     assert len({r["pid"] for r in results}) >= 1
-    assert all(job_complete(plan.study_dir, j) for j in doc["jobs"])
+    assert all(job_complete(plan.study_dir, j) for j in doc.jobs)
     import ray
 
     assert not ray.is_initialized()  # a Ray started by the backend is shut down again
@@ -130,7 +130,7 @@ def test_ddp_command_uses_torchrun():
     cmd = ddp_command(Path("/s/configs/x.yaml"), 4)
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert "--standalone" in cmd and "--nproc_per_node=4" in cmd
-    assert cmd[-3:] == ["-m", "divssl.study.backends", "/s/configs/x.yaml"]
+    assert cmd[-3:] == ["-m", "divssl.study.ddp", "/s/configs/x.yaml"]
 
 
 @pytest.mark.slow

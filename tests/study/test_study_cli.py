@@ -11,15 +11,16 @@ from divssl.io import atomic_write_json
 from divssl.study import cli as study_cli
 from divssl.study.cli import app
 
-from .conftest import tiny_tree, write_study
+from .conftest import plan_doc, planned_knn, pretrain_job, tiny_tree, write_study
 
 
 def _fake_study_dir(root):
     """A study folder with plan.json and two seeds' records (no training)."""
     jobs = []
+    knn = planned_knn("t")
     for seed, acc in ((0, 0.5), (1, 0.7)):
         job_id = f"run{seed}"
-        jobs.append({"id": job_id, "kind": "pretrain", "evaluations": [{"id": "knn-t-1"}]})
+        jobs.append(pretrain_job(job_id, [knn]))
         rows = [
             {
                 "run": job_id,
@@ -37,8 +38,9 @@ def _fake_study_dir(root):
             }
             for split in ("id", "ood")
         ]
-        atomic_write_json(root / "runs" / job_id / "records" / "knn-t-1.json", {"rows": rows})
-    atomic_write_json(root / "plan.json", {"study": "fake", "jobs": jobs})
+        atomic_write_json(root / "runs" / job_id / "records" / f"{knn.id}.json", {"rows": rows})
+    doc = plan_doc(jobs, study="fake", study_dir=str(root))
+    atomic_write_json(root / "plan.json", doc.model_dump(mode="json"))
     return root
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+from tests.study.conftest import plan_doc, planned_knn, pretrain_job
 
 from divssl.study.progress import (
     append_event,
@@ -16,14 +18,11 @@ from divssl.study.progress import (
     state_line,
 )
 
+KNN = planned_knn()
 
-def _job(i: int, c: int = 1000) -> dict:
-    return {
-        "id": f"job{i}",
-        "kind": "pretrain",
-        "budget_images": c,
-        "evaluations": [{"id": "knn-t-1"}],
-    }
+
+def _job(i: int, c: int = 1000) -> Any:
+    return pretrain_job(f"job{i}", [KNN], budget_images=c)
 
 
 def _write(path, obj) -> None:
@@ -37,7 +36,7 @@ def study(tmp_path):
     runs = tmp_path / "runs"
     _write(runs / "job0" / "summary.json", {"status": "completed", "images_seen": 1000})
     _write(runs / "job0" / "backbone.pt", "weights")
-    _write(runs / "job0" / "records" / "knn-t-1.json", {"rows": []})
+    _write(runs / "job0" / "records" / f"{KNN.id}.json", {"rows": []})
     lines = [{"step": 1, "images_seen": 300}, {"step": 2, "images_seen": 600}]
     _write(runs / "job1" / "metrics.jsonl", "".join(json.dumps(x) + "\n" for x in lines))
     _write(runs / "job2" / "metrics.jsonl", json.dumps({"step": 1, "images_seen": 200}) + "\n")
@@ -45,12 +44,12 @@ def study(tmp_path):
     append_event(tmp_path, {"job": "job1", "event": "start"})
     append_event(tmp_path, {"job": "job2", "event": "start"})
     append_event(tmp_path, {"job": "job2", "event": "failed"})
-    return tmp_path, {"study": "t", "jobs": [_job(i) for i in range(4)]}
+    return tmp_path, plan_doc([_job(i) for i in range(4)], study="t")
 
 
 def test_state_counts_jobs_and_images(study):
     root, doc = study
-    assert job_complete(root, doc["jobs"][0]) and not job_complete(root, doc["jobs"][1])
+    assert job_complete(root, doc.jobs[0]) and not job_complete(root, doc.jobs[1])
     assert images_processed(root / "runs" / "job1") == 600
     assert images_processed(root / "runs" / "job3") == 0
     state = compute_state(root, doc, since=0.0, images_at_start=800, now=100.0)

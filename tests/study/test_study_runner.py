@@ -41,7 +41,7 @@ def test_every_run_is_pretrained_evaluated_and_recorded(finished):
         summary = read_json(run.run_dir / "summary.json")
         assert summary["status"] == "completed" and summary["images_seen"] == 64
         (ev,) = run.evaluations
-        (result_file,) = (run.run_dir / "eval" / ev["id"]).glob("knn_*.json")
+        (result_file,) = (run.run_dir / "eval" / ev.id).glob("knn_*.json")
         result = read_json(result_file)
         for split, name in (("test", "id"), ("ood", "ood")):
             for metric in ("top1", "top5", "macro_f1"):
@@ -79,16 +79,16 @@ def test_a_held_lock_means_another_runner_has_the_job(finished):
 
 
 def test_a_failed_run_is_recorded_and_the_others_continue(tmp_path, monkeypatch, quiet_console):
-    import divssl.pretrain.loop
+    import divssl.study.worker
 
-    real = divssl.pretrain.loop.pretrain
+    real = divssl.study.worker.pretrain  # the trainer entry point the worker calls
 
     def flaky(cfg, resume=False, **kw):
         if cfg.seed == 1:
             raise RunFailed("non-finite loss nan at step 1 (test)")
         return real(cfg, resume=resume, **kw)
 
-    monkeypatch.setattr(divssl.pretrain.loop, "pretrain", flaky)
+    monkeypatch.setattr(divssl.study.worker, "pretrain", flaky)
     tree = tiny_tree(grid={"pool": ["w"], "seed": [0, 1]})
     plan = build_plan(study_from_tree(tree), tmp_path / "s", count_flops=False)
     outcome = run_study(plan, console=quiet_console)
@@ -100,7 +100,7 @@ def test_a_failed_run_is_recorded_and_the_others_continue(tmp_path, monkeypatch,
     assert failure["type"] == "RunFailed" and "non-finite loss" in failure["error"]
     assert failure["stage"] == "pretrain" and failure["attempts"] == 1
     assert "non-finite" in quiet_console.file.getvalue()
-    monkeypatch.setattr(divssl.pretrain.loop, "pretrain", real)
+    monkeypatch.setattr(divssl.study.worker, "pretrain", real)
     retry = run_study(plan, console=quiet_console)
     assert {r["id"]: r["status"] for r in retry.results} == {good.id: "skipped", bad.id: "done"}
     assert not (bad.run_dir / "failed.json").exists()

@@ -1,5 +1,4 @@
-"""``divssl distance``: FID / KID / VisualDNA between pools, printed like the paper's Table 3,
-and the Vendi score of each pool (``--metric vendi``: one pool at a time, no ``--b`` needed).
+"""``divssl distance``: FID / KID / VisualDNA between pools (the paper's Table 3), Vendi per pool.
 
 ``app`` holds the single command ``distance``; ``divssl.cli`` mounts it as a top-level command.
 Every input is validated (pools opened, extractor and weights loaded) before any feature is
@@ -9,15 +8,18 @@ and writes nothing.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from divssl.distances.settings import DistanceSettings
 from divssl.errors import ConfigError
+from divssl.options import settings_command
 
 app = typer.Typer(add_completion=False, help="Distribution distances between pools.")
 
@@ -84,63 +86,25 @@ def render_vendi(scores: dict[str, Any], console: Console) -> None:
     console.print(table)
 
 
-def _validate(
-    metric: list[str],
-    max_images: int,
-    out: Path,
-    kid_subsets: int,
-    kid_subset_size: int,
-    vdna_bins: int,
-    batch_size: int,
-    b: list[str] | None = None,
-    vendi_kernel: str = "cosine",
-) -> list[str]:
-    from divssl.distances.diversity import KERNELS
-    from divssl.distances.pipeline import ALL_METRICS, METRICS, parse_metrics
-
-    metrics = parse_metrics(metric, ALL_METRICS)
-    pair = [m for m in metrics if m in METRICS]
-    if pair and not b:
-        raise ConfigError("b", f"{', '.join(pair)} compare(s) two pools: give at least one --b")
-    if vendi_kernel not in KERNELS:
-        raise ConfigError("vendi_kernel", f"unknown kernel {vendi_kernel!r}", KERNELS)
-    if max_images < 2:
-        raise ConfigError("max_images", f"must be at least 2, got {max_images}")
+def _check_out(out: Path) -> None:
     if out.suffix.lower() not in _OUT_SUFFIXES:
         raise ConfigError("out", f"unsupported file type {out.suffix!r}", _OUT_SUFFIXES)
-    if kid_subsets < 1 or kid_subset_size < 2:
-        raise ConfigError("kid_subsets", "need --kid-subsets >= 1 and --kid-subset-size >= 2")
-    if vdna_bins < 2:
-        raise ConfigError("vdna_bins", f"must be at least 2, got {vdna_bins}")
-    if batch_size < 1:
-        raise ConfigError("batch_size", f"must be at least 1, got {batch_size}")
-    return metrics
 
 
 def run_distance(
-    a: list[str],
-    b: list[str],
-    metric: list[str],
-    extractor: str,
-    weights: Path | None = None,
-    max_images: int = 50000,
-    seed: int = 0,
+    settings: DistanceSettings,
+    *,
     out: Path = Path("distances.json"),
-    layers: str | None = None,
-    input_size: int | None = None,
-    kid_subsets: int = 100,
-    kid_subset_size: int = 1000,
-    vdna_bins: int = 1000,
-    batch_size: int = 64,
     device: str = "cpu",
     console: Console | None = None,
-    vdna_reference: str | None = None,
-    vendi_kernel: str = "cosine",
 ) -> dict[str, Any]:
     """Validate, extract (cached), compute, print and save; returns the saved JSON object.
 
-    Pair metrics (FID, KID, VisualDNA) fill an a x b matrix; ``vendi`` scores every pool given
-    (``--a`` and ``--b``) on its own, with its per-class mean for labelled pools.
+    Args:
+        settings: pools, metrics, extractor and their parameters.
+        out: result file, ``.json`` (full) or ``.csv`` (long).
+        device: where the extractor runs.
+        console: where tables and progress go.
 
     Raises:
         ConfigError: any bad input, before any feature is computed.
@@ -158,19 +122,24 @@ def run_distance(
     from divssl.io import atomic_write_json, atomic_write_text
 
     console = console or Console()
-    settings = (max_images, out, kid_subsets, kid_subset_size, vdna_bins, batch_size)
-    metrics = _validate(metric, *settings, b, vendi_kernel)
-    pair = [m for m in metrics if m in METRICS]
+    _check_out(out)
+    a, b, metrics = settings.a, settings.b, list(settings.metric)
+    max_images, seed, batch_size = settings.max_images, settings.seed, settings.batch_size
     specs = list(dict.fromkeys([*a, *b]))
     pools = {s: open_pool(s, field="a" if s in a else "b") for s in specs}
     with_acts = "vdna" in metrics
     # VisualDNA bins over fixed ranges of a declared reference pool (default: the first --a).
-    reference = vdna_reference or a[0]
+    reference = settings.vdna_reference or a[0]
     ref_pool = None
     if with_acts:
         ref_pool = pools.get(reference) or open_pool(reference, field="vdna_reference")
-    layer_list = [x.strip() for x in layers.split(",") if x.strip()] if layers else None
-    ext = get_extractor(extractor, weights, input_size=input_size, layers=layer_list, device=device)
+    ext = get_extractor(
+        settings.extractor,
+        settings.weights,
+        input_size=settings.input_size,
+        layers=settings.layers,
+        device=device,
+    )
     feats = {}
     with Progress(
         TextColumn("{task.description}"),
@@ -194,15 +163,16 @@ def run_distance(
         ranges = None
         if ref_pool is not None:
             ranges = reference_ranges(ref_pool, ext, max_images, seed, batch_size)
+    pair = [m for m in metrics if m in METRICS]
     tables = {}
     if pair:
         tables = distance_matrix(
             {s: feats[s] for s in dict.fromkeys(a)},
             {s: feats[s] for s in dict.fromkeys(b)},
             pair,
-            kid_subsets=kid_subsets,
-            kid_subset_size=kid_subset_size,
-            vdna_bins=vdna_bins,
+            kid_subsets=settings.kid_subsets,
+            kid_subset_size=settings.kid_subset_size,
+            vdna_bins=settings.vdna_bins,
             seed=seed,
             vdna_fixed_ranges=ranges,
             vdna_reference=reference,
@@ -211,7 +181,7 @@ def run_distance(
     if "vendi" in metrics:
         for spec, f in feats.items():
             try:
-                vendi_scores[spec] = pool_vendi(pools[spec], f, vendi_kernel, seed=seed)
+                vendi_scores[spec] = pool_vendi(pools[spec], f, settings.vendi_kernel, seed=seed)
             except ValueError as exc:  # e.g. an all-zero feature vector (a black image, pixels)
                 raise ConfigError("pool", f"{spec}: Vendi score undefined: {exc}") from exc
     render_tables(tables, console)
@@ -248,72 +218,30 @@ def run_distance(
     return result
 
 
-@app.command("distance")
-def distance(
-    a: list[str] = typer.Option(..., "--a", help="Pool spec of a row (repeatable)."),
-    b: list[str] = typer.Option(
-        [],
-        "--b",
-        help="Pool spec of a column (repeatable); not needed for --metric vendi, which scores "
-        "each pool on its own.",
-    ),
-    metric: list[str] = typer.Option(
-        ["fid"],
-        "--metric",
-        help="Comma-separated subset of fid,kid,vdna (between pools) and vendi (the Vendi "
-        "score of each pool: effective number of distinct images) (repeatable).",
-    ),
-    extractor: str = typer.Option(
-        ...,
-        "--extractor",
-        help="inception, dinov2_vitb14, mugs_vitb16, pixels (no weights), run:DIR, tv:NAME or "
-        "timm:NAME.",
-    ),
-    weights: Path | None = typer.Option(
-        None, "--weights", help="Local state_dict file (or $DIVSSL_<NAME>_WEIGHTS)."
-    ),
-    max_images: int = typer.Option(50000, "--max-images", help="Images sampled per pool."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the image sample and KID subsets."),
-    out: Path = typer.Option(
-        Path("distances.json"), "--out", help="Result file: .json (full) or .csv (long)."
-    ),
-    layers: str | None = typer.Option(
-        None, "--layers", help="Comma-separated module names hooked for VisualDNA."
-    ),
-    input_size: int | None = typer.Option(
-        None, "--input-size", help="Override the extractor's input side (px)."
-    ),
-    kid_subsets: int = typer.Option(100, "--kid-subsets"),
-    kid_subset_size: int = typer.Option(1000, "--kid-subset-size"),
-    vdna_bins: int = typer.Option(1000, "--vdna-bins"),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    device: str = typer.Option("cpu", "--device"),
-    vdna_reference: str | None = typer.Option(
-        None,
-        "--vdna-reference",
-        help="Pool whose activations fix VisualDNA's per-neuron ranges (default: first --a).",
-    ),
-    vendi_kernel: str = typer.Option(
-        "cosine", "--vendi-kernel", help="Vendi similarity kernel: cosine (exact) or rbf."
-    ),
-) -> None:
-    """FID / KID / VisualDNA between every --a pool and every --b pool; Vendi score of each."""
-    run_distance(
-        a,
-        b,
-        metric,
-        extractor,
-        weights,
-        max_images,
-        seed,
-        out,
-        layers,
-        input_size,
-        kid_subsets,
-        kid_subset_size,
-        vdna_bins,
-        batch_size,
-        device,
-        vdna_reference=vdna_reference,
-        vendi_kernel=vendi_kernel,
+def _distance(settings: DistanceSettings, out: Path, device: str) -> None:
+    run_distance(settings, out=out, device=device)
+
+
+OUT = inspect.Parameter(
+    "out",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=Path("distances.json"),
+    annotation=Annotated[
+        Path, typer.Option("--out", help="Result file: .json (full) or .csv (long).")
+    ],
+)
+DEVICE = inspect.Parameter(
+    "device",
+    inspect.Parameter.KEYWORD_ONLY,
+    default="cpu",
+    annotation=Annotated[str, typer.Option("--device", help="where the extractor runs")],
+)
+# The options are generated from DistanceSettings (divssl.options), the model studies embed.
+app.command("distance")(
+    settings_command(
+        [DistanceSettings],
+        [OUT, DEVICE],
+        _distance,
+        "FID / KID / VisualDNA between every --a pool and every --b pool; Vendi score of each.",
     )
+)

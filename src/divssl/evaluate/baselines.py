@@ -28,12 +28,15 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from divssl.errors import ConfigError
+
+if TYPE_CHECKING:  # the study layer reads this module's results; no run-time import back
+    from divssl.study.jobs import PlanDoc
 
 BASELINES: tuple[str, ...] = ("pixels_knn", "pixels_logreg", "random_init")
 BASELINES_FILE = "baselines.json"
@@ -237,7 +240,7 @@ def _rows(
     return rows
 
 
-def _encoders(plan_doc: dict[str, Any]) -> list[dict[str, Any]]:
+def _encoders(plan_doc: PlanDoc) -> list[dict[str, Any]]:
     """Distinct (backbone, image_size, cifar_stem, recipe) of the study's pretraining runs.
 
     The recipe sets the evaluation geometry the pixel baselines share with the runs' probes.
@@ -245,10 +248,8 @@ def _encoders(plan_doc: dict[str, Any]) -> list[dict[str, Any]]:
     from divssl.pretrain.recipes import pick_recipe
 
     seen: dict[tuple, dict[str, Any]] = {}
-    for job in plan_doc["jobs"]:
-        if job["kind"] != "pretrain":
-            continue
-        cfg = job["config"]
+    for job in plan_doc.runs:
+        cfg = job.config
         size = int(cfg.get("image_size"))
         recipe = pick_recipe(str(cfg.get("recipe") or "auto"), size)
         key = (cfg.get("backbone"), size, bool(cfg.get("cifar_stem", False)), recipe)
@@ -259,15 +260,14 @@ def _encoders(plan_doc: dict[str, Any]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def _evaluations(plan_doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The distinct kNN / cached-linear evaluations of the study's pretraining runs."""
+def _evaluations(plan_doc: PlanDoc) -> list[dict[str, Any]]:
+    """The distinct kNN / cached-linear evaluations of the study's pretraining runs (in the
+    plan's flat form: settings plus ``id`` and ``task_spec``)."""
     seen: dict[str, dict[str, Any]] = {}
-    for job in plan_doc["jobs"]:
-        if job["kind"] != "pretrain":
-            continue
-        for ev in job["evaluations"]:
-            if ev["kind"] == "knn" or (ev["kind"] == "linear" and ev["protocol"] == "cached"):
-                seen.setdefault(ev["id"], ev)
+    for job in plan_doc.runs:
+        for ev in job.evaluations:
+            if ev.kind == "knn" or (ev.kind == "linear" and ev.settings.protocol == "cached"):
+                seen.setdefault(ev.id, ev.model_dump(mode="json"))
     return list(seen.values())
 
 
@@ -289,7 +289,7 @@ def compute_study_baselines(study_dir: str | Path, seed: int = 0) -> list[dict[s
     from divssl.evaluate.knn import run_knn
     from divssl.evaluate.linear import run_linear
     from divssl.io import atomic_write_json
-    from divssl.study.results import read_plan
+    from divssl.study.jobs import read_plan
 
     root = Path(study_dir)
     plan_doc = read_plan(root)

@@ -15,57 +15,49 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from torch import nn
 
 from divssl.errors import ConfigError, RunFailed
 from divssl.evaluate.features import EvalGeometry, eval_geometry
+from divssl.evaluate.settings import (
+    FinetuneFit,
+    FinetuneSettings,
+    RunOptions,
+    Seed,
+    settings_error,
+    split_settings,
+)
 from divssl.pretrain.budget import scaled_lr, warmup_cosine
 
 
-@dataclass
-class FinetuneConfig:
-    """Fine-tuning settings.
+class FinetuneConfig(FinetuneFit):
+    """Settings of one fine-tuning: :class:`~divssl.evaluate.settings.FinetuneFit` (epochs,
+    batch_size (the last partial batch of an epoch is dropped), base_lr (per 256 images, scaled
+    linearly with the batch), weight_decay (all parameters, as ``torch.optim.SGD`` applies it),
+    momentum, warmup_fraction (linear warm-up before the cosine decay), eval_points (spaced
+    evenly, the last at the end); their defaults and ranges live there) plus:
 
     Attributes:
-        epochs: passes over the train split.
-        batch_size: images per step (the last partial batch of an epoch is dropped).
-        base_lr: peak learning rate per 256 images, scaled linearly with the batch.
-        weight_decay: L2 weight decay (all parameters, as ``torch.optim.SGD`` applies it).
-        momentum: SGD momentum.
-        warmup_fraction: share of the steps with linear warm-up before the cosine decay.
-        eval_points: evaluations spaced evenly through training (the last at the end).
-        seed: seed of the head initialisation, sample order and augmentation.
+        seed: seed of the head initialisation, sample order and augmentation (``run_finetune``
+            passes the settings' ``eval_seed``).
+
+    Invalid values raise :class:`~divssl.errors.ConfigError` naming the field.
     """
 
-    epochs: int = 12
-    batch_size: int = 64
-    base_lr: float = 0.01
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    warmup_fraction: float = 0.0
-    eval_points: int = 5
-    seed: int = 0
+    seed: Seed = 0
 
-    def __post_init__(self) -> None:
-        checks = {
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 2,
-            "base_lr": self.base_lr > 0,
-            "weight_decay": self.weight_decay >= 0,
-            "momentum": 0 <= self.momentum < 1,
-            "warmup_fraction": 0 <= self.warmup_fraction < 1,
-            "eval_points": self.eval_points >= 1,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(name, f"invalid value {getattr(self, name)!r}")
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise settings_error(exc) from None
 
 
 def eval_steps(total_steps: int, points: int) -> list[int]:
@@ -230,53 +222,22 @@ def finetune(
 def run_finetune(
     run_dir: str | Path | None,
     task_spec: str,
-    *,
-    epochs: int = 12,
-    batch_size: int = 64,
-    base_lr: float = 0.01,
-    weight_decay: float = 1e-4,
-    momentum: float = 0.9,
-    warmup_fraction: float = 0.0,
-    eval_points: int = 5,
-    eval_seed: int = 0,
-    device: str = "auto",
-    init: str = "pretrained",
-    backbone: str | None = None,
-    image_size: int | None = None,
-    cifar_stem: bool | None = None,
-    seed: int = 0,
-    n_boot: int = 1000,
-    level: float = 0.95,
-    decode_cache: str = "memory",
-    workers: int = 0,
-    out_dir: str | Path | None = None,
-    write: bool = True,
+    settings: FinetuneSettings | None = None,
+    options: RunOptions | None = None,
+    **kwargs: Any,
 ) -> dict[str, Any]:
     """Fine-tune a run's backbone (or a random init: training from scratch) on a task.
 
     Args:
         run_dir: the pretraining run (``None`` only with ``init="random"`` and ``out_dir``).
         task_spec: task YAML path or pool spec with splits.
-        epochs: passes over the train split.
-        batch_size: images per step.
-        base_lr: peak LR per 256 images.
-        weight_decay: L2 weight decay.
-        momentum: SGD momentum.
-        warmup_fraction: share of steps with LR warm-up.
-        eval_points: ID/OOD evaluations spaced evenly through training.
-        eval_seed: seed of head init, sample order, augmentation and bootstraps.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        init: ``pretrained`` or ``random`` (from scratch).
-        backbone: backbone name for a random init.
-        image_size: input side for a random init.
-        cifar_stem: ResNet CIFAR stem for a random init.
-        seed: initialisation seed of a random init.
-        n_boot: bootstrap resamples per interval.
-        level: interval coverage.
-        decode_cache: ``memory`` or ``mmap``.
-        workers: decode processes.
-        out_dir: results folder (default ``RUN_DIR/eval``).
-        write: write the JSON atomically to ``<out_dir>/finetune_<task>.json``.
+        settings: what is measured (:class:`~divssl.evaluate.settings.FinetuneSettings`;
+            ``eval_seed`` seeds the head init, sample order, augmentation and bootstraps; its
+            defaults when ``None``).
+        options: where it runs (:class:`~divssl.evaluate.settings.RunOptions`; ``init="random"``
+            trains from scratch; the results go to ``<out_dir>/finetune_<task>.json``, default
+            ``RUN_DIR/eval``).
+        **kwargs: fields of either model, as a convenience that builds (or updates) them.
 
     Returns:
         The results dict, with ``points`` (one per evaluation) and ``id_ood`` (the points'
@@ -290,22 +251,19 @@ def run_finetune(
         results_header,
         results_path,
     )
-    from divssl.evaluate.stats import check_stats_args
     from divssl.evaluate.tasks import open_task
     from divssl.io import atomic_write_json
 
+    settings, options = split_settings(FinetuneSettings, settings, options, kwargs)
     start = time.perf_counter()
-    cfg = FinetuneConfig(
-        epochs, batch_size, base_lr, weight_decay, momentum, warmup_fraction, eval_points, eval_seed
-    )
-    check_stats_args(n_boot, level)
-    dev = resolve_device(device)
+    fit = settings.model_dump(include=set(FinetuneFit.model_fields))
+    cfg = FinetuneConfig(**fit, seed=settings.eval_seed)
+    n_boot, level, eval_seed = settings.n_boot, settings.level, settings.eval_seed
+    decode_cache, workers = options.decode_cache, options.workers
+    dev = resolve_device(options.device)
     task = open_task(task_spec)
-    encoder = load_encoder(
-        run_dir, init=init, backbone=backbone, image_size=image_size, cifar_stem=cifar_stem,
-        seed=seed,
-    )  # fmt: skip
-    path = results_path("finetune", task, encoder, out_dir) if write else None
+    encoder = load_encoder(run_dir, **options.encoder_args())
+    path = results_path("finetune", task, encoder, options.out_dir) if options.write else None
     size = encoder.image_size
     geometry = encoder_geometry(encoder)  # the run's geometry and normalisation
     images, labels, corrupt = load_split_images(
@@ -336,7 +294,7 @@ def run_finetune(
     out = results_header("finetune", task, encoder, dev)
     out.update(
         {
-            "config": asdict(cfg),
+            "config": cfg.model_dump(),
             "n_train": len(labels),
             "corrupt_train": len(corrupt),
             "stats": {"n_boot": n_boot, "level": level, "seed": eval_seed},

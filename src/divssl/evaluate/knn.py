@@ -10,7 +10,6 @@ in batches so the (batch, N_train) similarity matrix stays bounded.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from divssl.errors import ConfigError
+from divssl.evaluate.settings import KnnSettings, RunOptions, split_settings
 from divssl.threads import single_thread
 
-DEFAULT_KS: tuple[int, ...] = (20, 200)
-DEFAULT_TEMPERATURE = 0.07
+DEFAULT_TEMPERATURE = KnnSettings.model_fields["temperature"].default  # T of Wu et al. (2018)
 
 
 @torch.no_grad()
@@ -98,50 +97,28 @@ def _knn_scores(
 def run_knn(
     run_dir: str | Path | None,
     task_spec: str,
-    *,
-    ks: Sequence[int] = DEFAULT_KS,
-    temperature: float = DEFAULT_TEMPERATURE,
-    fractions: Sequence[float] = (100,),
-    eval_seed: int = 0,
-    device: str = "auto",
-    init: str = "pretrained",
-    backbone: str | None = None,
-    image_size: int | None = None,
-    cifar_stem: bool | None = None,
-    seed: int = 0,
-    n_boot: int = 1000,
-    level: float = 0.95,
-    feature_batch_size: int = 256,
-    decode_cache: str = "memory",
-    workers: int = 0,
-    out_dir: str | Path | None = None,
-    write: bool = True,
+    settings: KnnSettings | None = None,
+    options: RunOptions | None = None,
+    **kwargs: Any,
 ) -> dict[str, Any]:
     """kNN evaluation of a run (or a random-init backbone) on a task.
 
     Args:
         run_dir: the pretraining run (``None`` only with ``init="random"`` and ``out_dir``).
         task_spec: task YAML path or pool spec with splits.
-        ks: neighbour counts (each clipped to the memory-bank size).
-        temperature: vote temperature T.
-        fractions: label percentages of the train set used as memory bank (nested, stratified).
-        eval_seed: seed of the label-fraction subsets and bootstraps.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        init: ``pretrained`` or ``random``.
-        backbone: backbone name for a random init.
-        image_size: input side for a random init.
-        cifar_stem: ResNet CIFAR stem for a random init.
-        seed: initialisation seed of a random init.
-        n_boot: bootstrap resamples per interval.
-        level: interval coverage.
-        feature_batch_size: images per extraction batch.
-        decode_cache: ``memory`` or ``mmap``.
-        workers: decode processes.
-        out_dir: results folder (default ``RUN_DIR/eval``).
-        write: write the JSON atomically to ``<out_dir>/knn_<task>.json``.
+        settings: what is measured (:class:`~divssl.evaluate.settings.KnnSettings`: neighbour
+            counts ``k`` (each clipped to the memory-bank size), temperature, label fractions of
+            the bank, ...; its defaults when ``None``).
+        options: where it runs (:class:`~divssl.evaluate.settings.RunOptions`; the results go
+            to ``<out_dir>/knn_<task>.json``, default ``RUN_DIR/eval``).
+        **kwargs: fields of either model, as a convenience that builds (or updates) them:
+            ``run_knn(run, task, k=[20], device="cpu")`` (``ks=`` is accepted for ``k``).
 
     Returns:
         The results dict.
+
+    Raises:
+        ConfigError: a keyword no model declares or a value out of range, before any compute.
     """
     from divssl.evaluate.features import (
         load_encoder,
@@ -151,25 +128,22 @@ def run_knn(
         task_features,
     )
     from divssl.evaluate.linear import check_fractions, label_fraction_indices
-    from divssl.evaluate.stats import check_stats_args, metric_report
+    from divssl.evaluate.stats import metric_report
     from divssl.evaluate.tasks import open_task
     from divssl.io import atomic_write_json
 
+    settings, options = split_settings(KnnSettings, settings, options, kwargs)
     start = time.perf_counter()
-    if not ks or min(ks) < 1:
-        raise ConfigError("k", f"every k must be >= 1, got {list(ks)}")
-    if temperature <= 0:
-        raise ConfigError("temperature", f"must be > 0, got {temperature}")
+    ks, temperature, fractions = settings.k, settings.temperature, settings.fractions
+    eval_seed, n_boot, level = settings.eval_seed, settings.n_boot, settings.level
     pct = check_fractions(fractions)
-    check_stats_args(n_boot, level)
-    dev = resolve_device(device)
+    dev = resolve_device(options.device)
     task = open_task(task_spec)
-    encoder = load_encoder(
-        run_dir, init=init, backbone=backbone, image_size=image_size, cifar_stem=cifar_stem,
-        seed=seed,
-    )  # fmt: skip
-    path = results_path("knn", task, encoder, out_dir) if write else None
-    feats = task_features(encoder, task, dev, feature_batch_size, decode_cache, workers)
+    encoder = load_encoder(run_dir, **options.encoder_args())
+    path = results_path("knn", task, encoder, options.out_dir) if options.write else None
+    feats = task_features(
+        encoder, task, dev, settings.feature_batch_size, options.decode_cache, options.workers
+    )
     train, k_classes = feats["train"], task.num_classes
     subsets = label_fraction_indices(train.labels, pct, eval_seed)
     results = []

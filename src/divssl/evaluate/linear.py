@@ -52,19 +52,27 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError, model_validator
 from torch import nn
 
-from divssl.errors import ConfigError, RunFailed, unknown_choice
+from divssl.errors import ConfigError, RunFailed
+from divssl.evaluate.settings import (
+    Count,
+    Fraction01Closed,
+    LinearSettings,
+    ProbeSettings,
+    RunOptions,
+    Seed,
+    settings_error,
+    split_settings,
+)
 from divssl.pretrain.augment import IMAGENET_NORM, Normalization, run_normalization
 from divssl.pretrain.budget import scaled_lr, warmup_cosine
 from divssl.threads import blas_threads, single_thread
 
-DEFAULT_FRACTIONS: tuple[float, ...] = (1, 5, 10, 50, 100)
 # lambda of L_s; with standardised features the useful range is ~1e-6 (many labels) to ~1 (few).
 DEFAULT_WEIGHT_DECAYS: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 DEFAULT_SGD_LRS: tuple[float, ...] = (0.1,)  # per 256 images, scaled with the batch (solo-learn)
-PROTOCOLS = ("cached", "sgd")
-SOLVERS = ("lbfgs", "sgd")
 
 
 # ----------------------------------------------------------------------------------- subsets
@@ -630,64 +638,42 @@ def fit_sgd(
 # ----------------------------------------------------------------------------------- sweep
 
 
-@dataclass
-class ProbeConfig:
-    """Settings of the linear probe.
+class ProbeConfig(ProbeSettings):
+    """Settings of one probe fit: :class:`~divssl.evaluate.settings.ProbeSettings` (protocol,
+    solver, weight_decays, lrs, val_fraction, epochs, batch_size, max_iter, standardize; their
+    defaults and ranges live there) plus what the caller of the fit decides.
 
     Attributes:
-        protocol: ``cached`` (features) or ``sgd`` (augmented images through the frozen backbone).
-        solver: ``lbfgs`` or ``sgd`` for the cached protocol (the sgd protocol always uses SGD).
-        weight_decays: lambda grid (default: 1e-6..1 for L-BFGS, 0 for SGD as in solo-learn).
-        lrs: LR grid per 256 images (SGD only; default 0.1 as in solo-learn).
-        val_fraction: share of each class carved for validation.
-        seed: seed of label-fraction subsets, the validation carve, SGD order and augmentation.
-        epochs: SGD epochs (solo-learn: 100).
-        batch_size: SGD batch (256).
-        momentum: SGD momentum (0.9).
-        max_iter: L-BFGS iteration cap per weight decay (warm-started solves of 10k x 512
-            features took 14-40 iterations; ``fits`` records every lambda's convergence).
-        standardize: standardise features with the fitting data's statistics.
+        seed: seed of label-fraction subsets, the validation carve, SGD order and augmentation
+            (``run_linear`` passes the settings' ``eval_seed``).
+        momentum: SGD momentum (0.9, solo-learn's linear.yaml ``optimizer.momentum``).
         threads: CPU intra-op threads of the L-BFGS objective (1: see :mod:`divssl.threads`).
+
+    The ``sgd`` protocol always fits with SGD (``solver`` is set to ``sgd``). Invalid values
+    raise :class:`~divssl.errors.ConfigError` naming the field.
     """
 
-    protocol: str = "cached"
-    solver: str = "lbfgs"
-    weight_decays: tuple[float, ...] | None = None
-    lrs: tuple[float, ...] | None = None
-    val_fraction: float = 0.1
-    seed: int = 0
-    epochs: int = 100
-    batch_size: int = 256
-    momentum: float = 0.9
-    max_iter: int = 3000
-    standardize: bool = True
-    threads: int = 1
+    seed: Seed = 0
+    momentum: Fraction01Closed = 0.9
+    threads: Count = 1
 
-    def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise unknown_choice("protocol", self.protocol, PROTOCOLS)
-        if self.solver not in SOLVERS:
-            raise unknown_choice("solver", self.solver, SOLVERS)
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise settings_error(exc) from None
+
+    @model_validator(mode="after")
+    def _sgd_protocol_fits_with_sgd(self) -> ProbeConfig:
         if self.protocol == "sgd":
             self.solver = "sgd"
-        if self.batch_size < 1:
-            raise ConfigError("batch_size", f"must be >= 1, got {self.batch_size}")
-        if self.weight_decays is not None and any(w < 0 for w in self.weight_decays):
-            raise ConfigError("weight_decays", "must be >= 0")
-        if self.solver == "lbfgs" and self.weight_decays and min(self.weight_decays) <= 0:
-            raise ConfigError(
-                "weight_decays", "L-BFGS needs every weight decay > 0 (else no optimum may exist)"
-            )
-        if self.lrs is not None and any(lr <= 0 for lr in self.lrs):
-            raise ConfigError("lrs", "learning rates must be > 0")
-        if self.epochs < 1:
-            raise ConfigError("epochs", f"must be >= 1, got {self.epochs}")
-        if self.threads < 1:
-            raise ConfigError("threads", f"must be >= 1, got {self.threads}")
-        if self.max_iter < 1:
-            raise ConfigError("max_iter", f"must be >= 1, got {self.max_iter}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError("val_fraction", f"must lie in (0, 1), got {self.val_fraction}")
+        return self
+
+    @classmethod
+    def from_settings(cls, settings: LinearSettings, **extra: Any) -> ProbeConfig:
+        """The fitting part of a linear evaluation's settings (``seed`` = its ``eval_seed``)."""
+        fit = settings.model_dump(include=set(ProbeSettings.model_fields))
+        return cls(**fit, seed=settings.eval_seed, **extra)
 
     def settings(self) -> list[ProbeSetting]:
         """The sweep grid (weight decay x LR for SGD; weight decay for L-BFGS)."""
@@ -895,64 +881,28 @@ def probe_images(
 def run_linear(
     run_dir: str | Path | None,
     task_spec: str,
-    *,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    protocol: str = "cached",
-    solver: str = "lbfgs",
-    weight_decays: Sequence[float] | None = None,
-    lrs: Sequence[float] | None = None,
-    val_fraction: float = 0.1,
-    epochs: int = 100,
-    batch_size: int = 256,
-    max_iter: int = 3000,
-    standardize: bool = True,
-    eval_seed: int = 0,
-    device: str = "auto",
-    init: str = "pretrained",
-    backbone: str | None = None,
-    image_size: int | None = None,
-    cifar_stem: bool | None = None,
-    seed: int = 0,
-    n_boot: int = 1000,
-    level: float = 0.95,
-    feature_batch_size: int = 256,
-    decode_cache: str = "memory",
-    workers: int = 0,
-    out_dir: str | Path | None = None,
-    write: bool = True,
+    settings: LinearSettings | None = None,
+    options: RunOptions | None = None,
+    **kwargs: Any,
 ) -> dict[str, Any]:
     """Linear probe of a run (or a random-init backbone) on a task, at several label fractions.
 
     Args:
         run_dir: the pretraining run (``None`` only with ``init="random"`` and ``out_dir``).
         task_spec: task YAML path or pool spec with splits (see :func:`open_task`).
-        fractions: label percentages of the train set.
-        protocol: ``cached`` or ``sgd``.
-        solver: ``lbfgs`` or ``sgd`` (cached protocol).
-        weight_decays: lambda grid (defaults per solver).
-        lrs: LR grid per 256 images (SGD).
-        val_fraction: validation share carved from each fraction's subset.
-        epochs: SGD epochs.
-        batch_size: SGD batch size.
-        max_iter: L-BFGS iteration cap per weight decay.
-        standardize: standardise features with the fitting data's statistics.
-        eval_seed: seed of subsets, validation carve, SGD order/augmentation and bootstraps.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        init: ``pretrained`` or ``random``.
-        backbone: backbone name for a random init.
-        image_size: input side for a random init.
-        cifar_stem: ResNet CIFAR stem for a random init.
-        seed: initialisation seed of a random init.
-        n_boot: bootstrap resamples per interval.
-        level: interval coverage.
-        feature_batch_size: images per extraction batch.
-        decode_cache: ``memory`` or ``mmap``.
-        workers: decode processes.
-        out_dir: results folder (default ``RUN_DIR/eval``).
-        write: write the JSON (atomically) to ``<out_dir>/linear[-sgd]_<task>.json``.
+        settings: what is measured (:class:`~divssl.evaluate.settings.LinearSettings`: label
+            fractions, protocol, solver, grids, ...; its defaults when ``None``).
+        options: where it runs (:class:`~divssl.evaluate.settings.RunOptions`: init, device,
+            decode cache, ``out_dir``, ``write``; the results go to
+            ``<out_dir>/linear[-sgd]_<task>.json``, default ``RUN_DIR/eval``).
+        **kwargs: fields of either model, as a convenience that builds (or updates) them:
+            ``run_linear(run, task, fractions=[10, 100], device="cpu")``.
 
     Returns:
         The results dict that is written.
+
+    Raises:
+        ConfigError: a keyword no model declares or a value out of range, before any compute.
     """
     from divssl.evaluate.features import (
         encoder_recipe,
@@ -963,33 +913,23 @@ def run_linear(
         results_path,
         task_features,
     )
-    from divssl.evaluate.stats import check_stats_args, metric_report
+    from divssl.evaluate.stats import metric_report
     from divssl.evaluate.tasks import open_task
     from divssl.io import atomic_write_json
 
+    settings, options = split_settings(LinearSettings, settings, options, kwargs)
     start = time.perf_counter()
-    cfg = ProbeConfig(
-        protocol=protocol,
-        solver=solver,
-        weight_decays=tuple(weight_decays) if weight_decays else None,
-        lrs=tuple(lrs) if lrs else None,
-        val_fraction=val_fraction,
-        seed=eval_seed,
-        epochs=epochs,
-        batch_size=batch_size,
-        max_iter=max_iter,
-        standardize=standardize,
-    )
+    cfg = ProbeConfig.from_settings(settings)
+    fractions, protocol, eval_seed = settings.fractions, settings.protocol, settings.eval_seed
+    n_boot, level = settings.n_boot, settings.level
+    feature_batch_size, decode_cache = settings.feature_batch_size, options.decode_cache
+    workers, out_dir = options.workers, options.out_dir
     pct = check_fractions(fractions)
-    check_stats_args(n_boot, level)
-    dev = resolve_device(device)
+    dev = resolve_device(options.device)
     task = open_task(task_spec)
-    encoder = load_encoder(
-        run_dir, init=init, backbone=backbone, image_size=image_size, cifar_stem=cifar_stem,
-        seed=seed,
-    )  # fmt: skip
+    encoder = load_encoder(run_dir, **options.encoder_args())
     kind = "linear" if protocol == "cached" else "linear-sgd"
-    path = results_path(kind, task, encoder, out_dir) if write else None
+    path = results_path(kind, task, encoder, out_dir) if options.write else None
     feats = task_features(encoder, task, dev, feature_batch_size, decode_cache, workers)
     train = feats["train"]
     k = task.num_classes
@@ -1034,7 +974,7 @@ def run_linear(
     out.update(
         {
             "protocol": cfg.protocol,
-            "config": {**asdict(cfg), "settings": [asdict(s) for s in cfg.settings()]},
+            "config": {**cfg.model_dump(), "settings": [asdict(s) for s in cfg.settings()]},
             "fractions": pct,
             "feature_cache": {split: sf.record() for split, sf in feats.items()},
             "stats": {"n_boot": n_boot, "level": level, "seed": eval_seed},

@@ -1,18 +1,38 @@
-"""Evaluation settings validated once, for the ``divssl eval`` CLI and study specs alike.
+"""One settings model per evaluation kind: the single declaration of its fields and defaults.
 
 Each evaluation kind (kNN, linear probe, fine-tuning) has one pydantic model here whose field
-types carry the valid ranges. ``divssl eval`` builds the model from its options and
-``divssl.study.spec`` embeds the same models (``KnnEval`` subclasses :class:`KnnSettings`, ...),
-so a value the CLI refuses is refused by a study too, with the same message. Non-finite floats
-(``nan``, ``inf``) are refused everywhere. Errors become :class:`~divssl.errors.ConfigError`
-naming the dotted field and the valid range (exit code 2 in the CLI).
+types carry the valid ranges and whose field descriptions are the help texts:
+
+* ``divssl eval {knn,linear,finetune}`` generates its options from the model
+  (:func:`divssl.options.model_parameters`) and parses into it;
+* ``divssl.study.spec`` embeds the same models (``KnnEval`` subclasses :class:`KnnSettings`, ...);
+* the Python functions (``run_knn``, ``run_linear``, ``run_finetune``) take the model (keyword
+  arguments are a convenience that builds it, :func:`split_settings`);
+* the linear probe's fitting settings (:class:`ProbeSettings`) are the base of
+  ``divssl.evaluate.linear.ProbeConfig``.
+
+So a value the CLI refuses is refused by a study and by the function too, with the same message,
+and a default lives in exactly one place. :class:`RunOptions` holds what says where an
+evaluation runs (encoder source, device, decode cache, output folder) but not what it measures,
+so it is not part of a study evaluation's id. Non-finite floats (``nan``, ``inf``) are refused
+everywhere. Errors become :class:`~divssl.errors.ConfigError` naming the dotted field and the
+valid range (exit code 2 in the CLI).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic.json_schema import JsonDict
 
 from divssl.errors import ConfigError
 
@@ -25,6 +45,10 @@ Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy/torch seed range
 Fraction01 = Annotated[float, Field(gt=0, lt=1)]  # open interval (0, 1)
 Fraction01Closed = Annotated[float, Field(ge=0, lt=1)]  # [0, 1)
 BootCount = Annotated[int, Field(ge=1, le=1_000_000)]  # resamples; 1e6 is ~100x the usual 1e4
+
+# ``json_schema_extra`` keys read by the CLI generator (divssl.options): ``cli`` renames the
+# option (``--lr`` for ``base_lr``) or, when False, keeps a field out of the CLI (study-only).
+CLI_ONLY_IN_STUDIES: JsonDict = {"cli": False}
 
 
 class _Settings(BaseModel):
@@ -40,53 +64,129 @@ class EvalCommon(_Settings):
         eval_seed: seed of label-fraction subsets, validation carves and bootstraps.
     """
 
-    n_boot: BootCount = 1000
-    level: Fraction01 = 0.95
-    eval_seed: Seed = 0
+    n_boot: BootCount = Field(1000, description="bootstrap resamples per interval")
+    level: Fraction01 = Field(0.95, description="interval coverage")
+    eval_seed: Seed = Field(
+        0,
+        description="seed of label subsets, validation carve, order/augmentation, bootstrap",
+    )
 
 
 class KnnSettings(EvalCommon):
-    """Weighted kNN on frozen features (``divssl.evaluate.run_knn``)."""
+    """Weighted kNN on frozen features (``divssl.evaluate.run_knn``).
 
-    k: Annotated[list[Count], Field(min_length=1)] = [20, 200]
-    temperature: Positive = 0.07
-    fractions: Annotated[list[Percent], Field(min_length=1)] = [100.0]
-    feature_batch_size: Count = 256
+    ``k`` also accepts the keyword ``ks`` (the Python function's former name).
+    """
+
+    k: Annotated[list[Count], Field(min_length=1)] = Field(
+        [20, 200],  # Wu et al. (2018) / solo-learn's kNN callback use k = 20 and 200
+        validation_alias=AliasChoices("k", "ks"),
+        description="neighbour counts",
+    )
+    temperature: Positive = Field(0.07, description="vote temperature T")
+    fractions: Annotated[list[Percent], Field(min_length=1)] = Field(
+        [100.0], description="label percentages of the bank"
+    )
+    feature_batch_size: Count = Field(256, description="images per feature-extraction batch")
 
 
-class LinearSettings(EvalCommon):
-    """Linear probe on frozen features or images (``divssl.evaluate.run_linear``)."""
+class ProbeSettings(_Settings):
+    """How the linear probe is fitted (the base of ``divssl.evaluate.linear.ProbeConfig``)."""
 
-    fractions: Annotated[list[Percent], Field(min_length=1)] = [100.0]
-    protocol: Literal["cached", "sgd"] = "cached"
-    solver: Literal["lbfgs", "sgd"] = "lbfgs"
-    weight_decays: Annotated[list[NonNegative], Field(min_length=1)] | None = None
-    lrs: Annotated[list[Positive], Field(min_length=1)] | None = None
-    val_fraction: Fraction01 = 0.1
-    epochs: Count = 100
-    batch_size: Count = 256
-    max_iter: Count = 1000
-    feature_batch_size: Count = 256
+    protocol: Literal["cached", "sgd"] = Field(
+        "cached", description="cached (features) or sgd (augmented images)"
+    )
+    solver: Literal["lbfgs", "sgd"] = Field("lbfgs", description="lbfgs or sgd (cached protocol)")
+    weight_decays: Annotated[list[NonNegative], Field(min_length=1)] | None = Field(
+        None, description="lambda grid, e.g. 1e-6,1e-4,1e-2 (default per solver)"
+    )
+    lrs: Annotated[list[Positive], Field(min_length=1)] | None = Field(
+        None, description="SGD LR grid per 256 images (default 0.1)"
+    )
+    val_fraction: Fraction01 = Field(0.1, description="validation share of each class")
+    epochs: Count = Field(100, description="SGD epochs")  # solo-learn linear.yaml: max_epochs 100
+    batch_size: Count = Field(256, description="SGD batch size")
+    # warm-started solves of 10k x 512 features took 14-40 iterations; every lambda's
+    # convergence is recorded in the results' ``fits``
+    max_iter: Count = Field(1000, description="L-BFGS iteration cap per weight decay")
+    standardize: bool = Field(
+        True, description="standardise features with the fitting data's statistics"
+    )
 
     @model_validator(mode="after")
-    def _lbfgs_needs_decay(self) -> LinearSettings:
+    def _lbfgs_needs_decay(self) -> ProbeSettings:
         solver = "sgd" if self.protocol == "sgd" else self.solver
         if solver == "lbfgs" and self.weight_decays and min(self.weight_decays) <= 0:
             raise ValueError("weight_decays: L-BFGS needs every weight decay > 0")
         return self
 
 
-class FinetuneSettings(EvalCommon):
+class LinearSettings(EvalCommon, ProbeSettings):
+    """Linear probe on frozen features or images (``divssl.evaluate.run_linear``)."""
+
+    fractions: Annotated[list[Percent], Field(min_length=1)] = Field(
+        [100.0], description="label percentages (the paper's Table 5: 1,5,10,50,100)"
+    )
+    feature_batch_size: Count = Field(256, description="images per feature-extraction batch")
+
+
+class FinetuneFit(_Settings):
+    """How a backbone is fine-tuned (the base of ``divssl.evaluate.finetune.FinetuneConfig``)."""
+
+    epochs: Count = Field(12, description="passes over the train split")
+    batch_size: Annotated[int, Field(ge=2)] = Field(
+        64, description="images per step"
+    )  # BatchNorm needs two images per step
+    base_lr: Positive = Field(
+        0.01, description="peak LR per 256 images", json_schema_extra={"cli": "--lr"}
+    )  # scaled linearly with the batch
+    weight_decay: NonNegative = Field(1e-4, description="L2 weight decay")
+    momentum: Fraction01Closed = Field(0.9, description="SGD momentum")
+    warmup_fraction: Fraction01Closed = Field(0.0, description="share of steps warming up")
+    eval_points: Count = Field(5, description="ID/OOD evaluations through training")
+
+
+class FinetuneSettings(EvalCommon, FinetuneFit):
     """Full fine-tuning with ID/OOD evaluation points (``divssl.evaluate.run_finetune``)."""
 
-    epochs: Count = 12
-    batch_size: Annotated[int, Field(ge=2)] = 64  # BatchNorm needs two images per step
-    base_lr: Positive = 0.01  # per 256 images, scaled linearly with the batch
-    weight_decay: NonNegative = 1e-4
-    momentum: Fraction01Closed = 0.9
-    warmup_fraction: Fraction01Closed = 0.0
-    eval_points: Count = 5
-    scratch_seeds: list[Seed] = []
+    scratch_seeds: list[Seed] = Field(
+        [],
+        description="seeds of from-scratch baselines (studies only)",
+        json_schema_extra=CLI_ONLY_IN_STUDIES,
+    )
+
+
+class RunOptions(_Settings):
+    """Where an evaluation runs: the encoder, the device, decoding and the results folder.
+
+    These say nothing about what is measured, so a study's evaluation id leaves them out (a study
+    sets them per job).
+    """
+
+    init: Literal["pretrained", "random"] = Field(
+        "pretrained", description="pretrained (the run's backbone.pt) or random (seeded init)"
+    )
+    backbone: str | None = Field(None, description="backbone name for --init random")
+    image_size: Count | None = Field(None, description="input side for --init random")
+    cifar_stem: bool | None = Field(None, description="ResNet CIFAR stem (--init random)")
+    seed: Seed = Field(0, description="initialisation seed of --init random")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    decode_cache: Literal["memory", "mmap"] = Field(
+        "memory", description="decode cache: memory or mmap"
+    )
+    workers: Annotated[int, Field(ge=0)] = Field(0, description="decode processes")
+    out_dir: Path | None = Field(
+        None,
+        description="results folder (default RUN/eval)",
+        json_schema_extra={"cli": "--out"},
+    )
+    write: bool = Field(
+        True, description="write the results JSON", json_schema_extra=CLI_ONLY_IN_STUDIES
+    )
+
+    def encoder_args(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`divssl.evaluate.features.load_encoder`."""
+        return self.model_dump(include={"init", "backbone", "image_size", "cifar_stem", "seed"})
 
 
 S = TypeVar("S", bound=BaseModel)
@@ -133,3 +233,42 @@ def validate_settings(model: type[S], values: dict[str, Any], prefix: str = "") 
         return model.model_validate(values)
     except ValidationError as exc:
         raise settings_error(exc, prefix) from None
+
+
+def split_settings(
+    model: type[S], settings: S | None, options: RunOptions | None, kwargs: dict[str, Any]
+) -> tuple[S, RunOptions]:
+    """The settings and run options of an evaluation call, built from keyword arguments.
+
+    ``run_knn(run, task, k=[20], device="cpu")`` is a convenience for
+    ``run_knn(run, task, KnnSettings(k=[20]), RunOptions(device="cpu"))``: each keyword goes to
+    the model that declares it (a given model is updated with it) and is validated there.
+
+    Raises:
+        ConfigError: a keyword neither model declares, or a value out of range.
+    """
+    aliases = _aliases(model)
+    mine = {
+        aliases.get(k, k): v for k, v in kwargs.items() if k in aliases or k in model.model_fields
+    }
+    rest = {k: v for k, v in kwargs.items() if k not in aliases and k not in model.model_fields}
+    unknown = sorted(set(rest) - set(RunOptions.model_fields))
+    if unknown:
+        raise ConfigError(
+            unknown[0], "unknown keyword", sorted([*model.model_fields, *RunOptions.model_fields])
+        )
+    base = settings.model_dump(include=set(model.model_fields)) if settings is not None else {}
+    built = validate_settings(model, {**base, **mine}) if mine or settings is None else settings
+    opts = options.model_dump() if options is not None else {}
+    run = validate_settings(RunOptions, {**opts, **rest}) if rest or options is None else options
+    return built, run
+
+
+def _aliases(model: type[BaseModel]) -> dict[str, str]:
+    """Other accepted names of a model's fields -> the field name."""
+    out: dict[str, str] = {}
+    for name, info in model.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            out.update({str(c): name for c in alias.choices if c != name})
+    return out

@@ -14,6 +14,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from divssl.report import build_report  # light: the builders' heavy imports are deferred there
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console()
 
@@ -26,8 +28,6 @@ def report(
     ] = None,
 ) -> None:
     """HTML + Markdown report (tables, figures, intervals) computed from a study's results."""
-    from divssl.report import build_report
-
     paths = build_report(study_dir, out)
     figures = sum(1 for k in paths if k.startswith("figures/") and k.endswith(".svg"))
     tables = sum(1 for k in paths if k.startswith("tables/"))

@@ -41,6 +41,7 @@ from scipy.stats import spearmanr
 from divssl.evaluate.robustness import Baseline, bootstrap_band, fit_baseline
 from divssl.io import atomic_write_bytes, atomic_write_text
 from divssl.report.tables import (
+    BASELINE_LABELS,
     DISTANCE_LABELS,
     METRIC_LABELS,
     MISSING,
@@ -506,8 +507,6 @@ def reference_lines(
     Returns:
         legend label -> line handle.
     """
-    from divssl.report.tables import BASELINE_LABELS
-
     if baselines is None or group.empty:
         return {}
     first = group.iloc[0]

@@ -29,7 +29,7 @@ import pandas as pd
 
 from divssl.errors import ConfigError
 from divssl.fit.analysis import FitOutcome, FitSettings, fit_points
-from divssl.fit.fitting import UnidentifiableGrid
+from divssl.fit.fitting import UnidentifiableGrid, best_n
 from divssl.fit.law import effective_images
 from divssl.fit.select import Selection, select_points
 from divssl.report.figures import (
@@ -324,6 +324,5 @@ def _figure(
 
 
 def _best_line(outcome: FitOutcome, budgets: np.ndarray) -> list[float]:
-    from divssl.fit.fitting import best_n
 
     return [best_n(outcome.params, float(c), outcome.settings.epsilon)["n"] for c in budgets]

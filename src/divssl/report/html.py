@@ -13,8 +13,8 @@ from html import escape
 from pathlib import Path
 
 import divssl
-from divssl.report import Section
 from divssl.report.figures import FigureBlock
+from divssl.report.sections import Section
 from divssl.report.tables import TableBlock
 
 CSS = """

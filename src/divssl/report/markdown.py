@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 import divssl
-from divssl.report import Section
 from divssl.report.figures import FigureBlock
 from divssl.report.html import number_blocks, relative_path
+from divssl.report.sections import Section
 
 
 def pipe_table(frame: pd.DataFrame) -> str:

@@ -31,64 +31,14 @@ from divssl.errors import ConfigError
 from divssl.evaluate.robustness import Baseline, effective_robustness
 from divssl.evaluate.stats import seed_summary
 from divssl.io import read_json, read_yaml
+from divssl.study.results import (
+    NUMERIC_COLUMNS,
+    REQUIRED_COLUMNS,
+    RESULT_COLUMNS,
+    SCORE_METRICS,
+    VALUE_COLUMNS,
+)
 
-# Canonical column name (used in this package) -> column name in the results store. The study
-# runner owns the store; if it renames a column, change the right-hand side here only.
-COLUMNS: dict[str, str] = {
-    "run": "run",
-    "study": "study",
-    "method": "method",
-    "backbone": "backbone",
-    "pool": "pool",
-    "composition": "composition",
-    "source": "source",
-    "budget_images": "budget_images",
-    "unique_images": "unique_images",
-    "epochs": "epochs",
-    "diversity": "diversity",
-    "normalization": "normalization",
-    "seed": "seed",
-    "eval": "eval",
-    "task": "task",
-    "split": "split",
-    "label_fraction": "label_fraction",
-    "k": "k",
-    "metric": "metric",
-    "value": "value",
-    "ci_low": "ci_low",
-    "ci_high": "ci_high",
-    "n": "n",
-    "eval_point": "eval_point",
-    "baseline": "baseline",
-}
-REQUIRED = (
-    "run",
-    "method",
-    "backbone",
-    "budget_images",
-    "unique_images",
-    "diversity",
-    "eval",
-    "task",
-    "split",
-    "metric",
-    "value",
-)
-NUMERIC = (
-    "budget_images",
-    "unique_images",
-    "epochs",
-    "diversity",
-    "seed",
-    "label_fraction",
-    "k",
-    "value",
-    "ci_low",
-    "ci_high",
-    "n",
-    "eval_point",
-)
-SCORE_METRICS = ("top1", "top5", "macro_f1")  # scores in [0, 1], printed in percent
 METRIC_LABELS = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "macro_f1": "macro-F1"}
 EVAL_LABELS = {"linear": "linear probe", "knn": "kNN", "finetune": "fine-tuning"}
 # Columns that identify a pretraining condition x evaluation; `seed`/`run` are what repeats.
@@ -220,8 +170,8 @@ def informative_factors(results: pd.DataFrame, axes: Sequence[str]) -> list[str]
 
 
 def results_known() -> set[str]:
-    """Canonical column names plus ``pretrain_set`` and the store's own names."""
-    return {*COLUMNS, *COLUMNS.values(), "pretrain_set"}
+    """Columns the report reads itself: the condition, the number, and what names a run."""
+    return {*CONDITION, *VALUE_COLUMNS, "run", "study", "seed", "pool", "composition", "source"}
 
 
 def read_results(study_dir: Path) -> tuple[pd.DataFrame, Path]:
@@ -242,7 +192,11 @@ def read_results(study_dir: Path) -> tuple[pd.DataFrame, Path]:
 
 
 def normalize_results(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rename store columns to canonical names, fill optional ones, coerce types, check scores.
+    """Check the schema's columns, fill optional ones, coerce types, check scores.
+
+    The columns are those of :class:`divssl.study.results.ResultRecord`, whose rows were
+    validated when the store was written; a hand-made CSV is checked here for the required ones
+    and its numbers and scores are coerced and range-checked.
 
     Adds ``pretrain_set``: the composition name where one is set, else the pool name. Records
     whose value is missing (an undefined metric) are left out and counted in
@@ -251,16 +205,16 @@ def normalize_results(frame: pd.DataFrame) -> pd.DataFrame:
     Raises:
         ConfigError: a required column is missing, or a score lies outside [0, 1].
     """
-    out = frame.rename(columns={v: k for k, v in COLUMNS.items() if v != k}).copy()
+    out = frame.copy()
     if out.empty:  # no record yet (every run failed or none ran): every section notes it
-        out = out.reindex(columns=list(dict.fromkeys([*out.columns, *COLUMNS])))
-    missing = [c for c in REQUIRED if c not in out.columns]
+        out = out.reindex(columns=list(dict.fromkeys([*out.columns, *RESULT_COLUMNS])))
+    missing = [c for c in REQUIRED_COLUMNS if c not in out.columns]
     if missing:
-        raise ConfigError("results", f"missing columns {missing}", list(COLUMNS))
-    for col in COLUMNS:
+        raise ConfigError("results", f"missing columns {missing}", list(RESULT_COLUMNS))
+    for col in RESULT_COLUMNS:
         if col not in out.columns:
             out[col] = pd.NA
-    for col in NUMERIC:
+    for col in NUMERIC_COLUMNS:
         out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
     out["baseline"] = out["baseline"].map(_as_bool).astype(bool)
     for col in ("normalization", "split", "eval", "metric"):

@@ -1,4 +1,4 @@
-"""Backends: where a study's jobs run. Each calls :func:`divssl.study.runner.execute_job`.
+"""Backends: where a study's jobs run. Each calls :func:`divssl.study.worker.execute_job`.
 
 * ``local``: one job after another in this process, or one worker process per slot of visible
   GPUs (``gpus_per_run`` GPUs each, ``CUDA_VISIBLE_DEVICES`` set per worker before torch starts
@@ -10,85 +10,38 @@
   executor (subprocesses on this machine).
 
 A run with ``gpus_per_run > 1`` is launched as DDP with ``torch.distributed.run`` (torchrun) in
-its job, on whatever backend. All backends write to the same study folder (a shared filesystem on
-clusters); jobs lock themselves, so several runners — even on different backends — never run the
-same job twice.
+its job, on whatever backend (:mod:`divssl.study.ddp`). All backends write to the same study
+folder (a shared filesystem on clusters); jobs lock themselves, so several runners — even on
+different backends — never run the same job twice.
 """
 
 from __future__ import annotations
 
+import functools
+import multiprocessing as mp
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from divssl.errors import ConfigError, RunFailed, unknown_choice
+import torch
+
+from divssl.errors import ConfigError, unknown_choice
+from divssl.study.jobs import JobResult
 from divssl.study.plan import Plan
+from divssl.study.worker import execute_job
+from divssl.threads import apply_worker_share, cpu_cores, worker_env, worker_share
 
 BACKENDS = ("local", "ray", "slurm")
 EXECUTORS = ("slurm", "local")
-OnResult = Callable[[dict[str, Any]], None]
+OnResult = Callable[[JobResult], None]
 
 
-def ddp_command(config_path: Path, gpus: int) -> list[str]:
-    """``torchrun --standalone --nproc_per_node=G -m divssl.study.backends CONFIG``.
-
-    Every rank runs :func:`ddp_main` (``pretrain(config, resume=True)``); rank 0 writes the run.
-    """
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={gpus}",
-        "-m",
-        "divssl.study.backends",
-        str(config_path),
-    ]
-
-
-def ddp_main(argv: Sequence[str]) -> int:
-    """Entry point of one DDP rank: ``python -m divssl.study.backends CONFIG.yaml``."""
-    from divssl import distributed as dist
-    from divssl.pretrain.config import load_config
-    from divssl.pretrain.loop import pretrain
-
-    if len(argv) != 1:
-        print("usage: python -m divssl.study.backends CONFIG.yaml", file=sys.stderr)
-        return 2
-    try:
-        pretrain(load_config(argv[0]), resume=True)
-    finally:
-        # A rank that exits with the gloo process group alive can abort ("terminate called
-        # without an active exception", SIGABRT) after its run completed: destroy it first.
-        dist.cleanup()
-    return 0
-
-
-def run_ddp(config_path: Path, gpus: int, folder: Path) -> None:
-    """Run one DDP pretraining with torchrun; its output goes to ``<run dir>/ddp.log``.
-
-    Raises:
-        RunFailed: torchrun exited with an error (the log tail is in the message).
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    log = folder / "ddp.log"
-    with log.open("ab") as fh:
-        proc = subprocess.run(
-            ddp_command(config_path, gpus), stdout=fh, stderr=subprocess.STDOUT, check=False
-        )
-    if proc.returncode != 0:
-        tail = log.read_text(errors="replace")[-2000:]
-        raise RunFailed(f"torchrun exited with code {proc.returncode}; {log}:\n{tail}")
-
-
-def _execute(study_dir: str, job_id: str) -> dict[str, Any]:
-    from divssl.study.runner import execute_job
-
+def _execute(study_dir: str, job_id: str) -> JobResult:
+    """One job (a module-level function: pickled by process pools, Ray and submitit)."""
     return execute_job(study_dir, job_id)
 
 
@@ -102,15 +55,11 @@ def _init_worker(slots: Any, threads: int, workers: int) -> None:
     slot = slots.get()
     if slot is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = slot
-    from divssl.threads import apply_worker_share
-
     apply_worker_share(threads, workers)
 
 
-def _execute_with_share(study_dir: str, job_id: str, threads: int) -> dict[str, Any]:
+def _execute_with_share(study_dir: str, job_id: str, threads: int) -> JobResult:
     """:func:`_execute` in a Ray/submitit task after taking ``threads`` cores (its CPUs)."""
-    from divssl.threads import apply_worker_share, cpu_cores
-
     apply_worker_share(threads, max(1, cpu_cores() // threads))
     return _execute(study_dir, job_id)
 
@@ -135,7 +84,7 @@ class LocalBackend:
         """Jobs run in this process (one slot)."""
         return len(self.slots) == 1
 
-    def run(self, study_dir: str, job_ids: Sequence[str], on_result: OnResult) -> list[dict]:
+    def run(self, study_dir: str, job_ids: Sequence[str], on_result: OnResult) -> list[JobResult]:
         """Run every job; ``on_result`` is called as each one finishes."""
         if len(self.slots) == 1:
             results = []
@@ -146,7 +95,7 @@ class LocalBackend:
             return results
         return self._in_pool(study_dir, job_ids, on_result)
 
-    def _in_process(self, study_dir: str, job_id: str) -> dict[str, Any]:
+    def _in_process(self, study_dir: str, job_id: str) -> JobResult:
         slot = self.slots[0]
         if slot is None:
             return _execute(study_dir, job_id)
@@ -160,16 +109,13 @@ class LocalBackend:
             else:
                 os.environ["CUDA_VISIBLE_DEVICES"] = previous
 
-    def _in_pool(self, study_dir: str, job_ids: Sequence[str], on_result: OnResult) -> list[dict]:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
+    def _in_pool(
+        self, study_dir: str, job_ids: Sequence[str], on_result: OnResult
+    ) -> list[JobResult]:
         ctx = mp.get_context("spawn")  # fresh interpreters: CUDA is not yet initialised
         queue = ctx.Queue()
         for slot in self.slots:
             queue.put(slot)
-        from divssl.threads import worker_env, worker_share
-
         workers = len(self.slots)
         threads = worker_share(workers)
         results = []
@@ -197,7 +143,7 @@ class LocalBackend:
         return results
 
 
-def _result_or_failure(get: Callable[[], dict[str, Any]], job_id: str) -> dict[str, Any]:
+def _result_or_failure(get: Callable[[], JobResult], job_id: str) -> JobResult:
     """A worker that died (segfault, OOM kill) is a failed job, not a crashed study."""
     try:
         return get()
@@ -210,8 +156,6 @@ def visible_gpus() -> list[str]:
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
         return [g for g in env.split(",") if g.strip()]
-    import torch
-
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
@@ -263,9 +207,9 @@ class RayBackend:
         self.gpus_per_run = gpus_per_run
         self.cpus_per_run = cpus_per_run
 
-    def run(self, study_dir: str, job_ids: Sequence[str], on_result: OnResult) -> list[dict]:
+    def run(self, study_dir: str, job_ids: Sequence[str], on_result: OnResult) -> list[JobResult]:
         """Submit every job, collect results as they finish, shut down a Ray started here."""
-        import ray
+        import ray  # optional dependency (divssl[ray]): deferred
 
         started = False
         if not ray.is_initialized():
@@ -291,7 +235,7 @@ class RayBackend:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
                     job_id = pending.pop(ref)
-                    result = _result_or_failure(lambda ref=ref: ray.get(ref), job_id)
+                    result = _result_or_failure(functools.partial(ray.get, ref), job_id)
                     on_result(result)
                     results.append(result)
             return results
@@ -332,9 +276,9 @@ class SlurmBackend:
         self.parameters = parameters
         self.poll_seconds = poll_seconds
 
-    def run(self, study_dir: str, job_ids: Sequence[str], on_result: OnResult) -> list[dict]:
+    def run(self, study_dir: str, job_ids: Sequence[str], on_result: OnResult) -> list[JobResult]:
         """Submit the array and collect results as tasks finish."""
-        import submitit
+        import submitit  # optional dependency (divssl[slurm]): deferred
 
         ex = submitit.AutoExecutor(folder=str(self.folder), cluster=self.executor)
         ex.update_parameters(**self.parameters)
@@ -395,7 +339,3 @@ def make_backend(
     if name == "slurm":
         return SlurmBackend(plan.study_dir / "slurm", executor, slurm_parameters(plan))
     raise unknown_choice("--backend", name, BACKENDS)
-
-
-if __name__ == "__main__":
-    sys.exit(ddp_main(sys.argv[1:]))

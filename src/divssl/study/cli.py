@@ -13,6 +13,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+# The study modules (plan, runner, results) import torch and pandas; `divssl --help` imports this
+# module to list the commands, so each command imports them when it runs (deferred on purpose).
+
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 SetOption = Annotated[
@@ -137,13 +140,8 @@ def results_command(
     limit: Annotated[int, typer.Option(help="rows printed at most")] = 200,
 ) -> None:
     """Print a study's results (mean, 95% t-interval and n over seeds) and export them."""
-    from divssl.study.results import (
-        export_results,
-        filter_results,
-        load_results,
-        read_plan,
-        summarize,
-    )
+    from divssl.study.jobs import read_plan
+    from divssl.study.results import export_results, filter_results, load_results, summarize
 
     read_plan(study_dir)  # a clear error for a folder that is not a study
     frame = filter_results(load_results(study_dir), where or [])

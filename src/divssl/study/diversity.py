@@ -22,13 +22,25 @@ Streaming (``wds``) pools have no index list and get a row with ``error`` instea
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from divssl.cache import cache_key, cached_arrays
+from divssl.data.ordering import check_ordering, load_ordering, make_ordering
+from divssl.data.pool import open_pool
+from divssl.distances import get_extractor
+from divssl.distances.pipeline import PoolFeatures, index_features, pool_features, pool_vendi
 from divssl.errors import ConfigError
+from divssl.io import atomic_write_json, atomic_write_text
+from divssl.pretrain.loop import _open_training_pool
+from divssl.study.jobs import PlanDoc, PretrainJob, read_plan
+from divssl.study.plan import load_run_config
+from divssl.study.results import extractor_name
 
 VENDI_JSON = "vendi.json"
 VENDI_CSV = "vendi.csv"
@@ -66,10 +78,6 @@ def cached_score(feats: Any, pool: Any, extractor: Any, kernel: str, seed: int) 
     Returns:
         ``{"vendi", "vendi_class_mean", "n", "classes", "per_class"}``.
     """
-    import hashlib
-
-    from divssl.cache import cache_key, cached_arrays
-    from divssl.distances.pipeline import pool_vendi
 
     digest = hashlib.sha256(np.ascontiguousarray(feats.indices).tobytes()).hexdigest()[:24]
     parts = (_SCORE_VERSION, extractor.identity, pool.manifest_hash(), digest, kernel, seed)
@@ -107,16 +115,13 @@ def _score_or_error(compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         return {"error": str(exc)}
 
 
-def _subset_positions(job: dict[str, Any]) -> tuple[Any, Any, np.ndarray]:
+def _subset_positions(job: PretrainJob) -> tuple[Any, Any, np.ndarray]:
     """(raw pool, ordering, positions of the first N ordering entries) of a pretraining job.
 
     The pool and ordering are built as :func:`divssl.pretrain.loop.prepare` builds them.
     """
-    from divssl.data.ordering import check_ordering, load_ordering, make_ordering
-    from divssl.pretrain.loop import _open_training_pool
-    from divssl.study.plan import load_run_config
 
-    cfg = load_run_config(job["config"])
+    cfg = load_run_config(job.config)
     raw_pool, _ = _open_training_pool(cfg)
     if raw_pool.streaming:
         raise ConfigError("pool", "a streaming (wds) pool has no index list to score")
@@ -125,12 +130,12 @@ def _subset_positions(job: dict[str, Any]) -> tuple[Any, Any, np.ndarray]:
         check_ordering(ordering, raw_pool)
     else:
         ordering = make_ordering(raw_pool, seed=cfg.subset.seed, balanced=cfg.subset.balanced)
-    n = int(job["unique_images"])
+    n = int(job.unique_images)
     return raw_pool, ordering, np.asarray(ordering.positions[:n], dtype=np.int64)
 
 
 def compute_vendi(
-    study_dir: str | Path, study: Any, frame: Any = None, plan_doc: dict[str, Any] | None = None
+    study_dir: str | Path, study: Any, frame: Any = None, plan_doc: PlanDoc | None = None
 ) -> list[dict[str, Any]]:
     """The Vendi score of every pool and pretraining subset of a study -> ``vendi.json`` / csv.
 
@@ -146,25 +151,17 @@ def compute_vendi(
     Raises:
         ConfigError: no ``vendi`` block, or a bad extractor / weights (before any feature).
     """
-    import pandas as pd
-
-    from divssl.data.pool import open_pool
-    from divssl.distances import get_extractor
-    from divssl.distances.pipeline import PoolFeatures, index_features, pool_features
-    from divssl.io import atomic_write_json, atomic_write_text
-    from divssl.study.results import read_plan
-    from divssl.study.runner import _extractor_name
 
     spec = study.vendi
     if spec is None:
         raise ConfigError("vendi", "the study declares no vendi block")
     root = Path(study_dir)
     plan_doc = plan_doc or read_plan(root)
-    ext_name = _extractor_name(root, plan_doc, spec.extractor, frame)
+    ext_name = extractor_name(root, plan_doc, spec.extractor, frame)
     ext = get_extractor(ext_name, spec.weights)
     common = {"extractor": spec.extractor, "extractor_name": ext_name, "kernel": spec.kernel}
     rows: list[dict[str, Any]] = []
-    for name, pspec in plan_doc["pools"].items():
+    for name, pspec in plan_doc.pools.items():
 
         def pool_score(pspec: str = str(pspec)) -> dict[str, Any]:
             pool = open_pool(pspec, field="vendi")
@@ -176,16 +173,14 @@ def compute_vendi(
     # One extraction per (pool, ordering), at the largest prefix any of its runs needs.
     largest: dict[tuple[str, str], Any] = {}
     subsets: list[tuple[dict[str, Any], Any]] = []
-    for job in plan_doc["jobs"]:
-        if job["kind"] != "pretrain":
-            continue
+    for job in plan_doc.runs:
         base = {
             "kind": "subset",
-            "name": job["id"],
-            "run": job["id"],
-            "pool": job.get("pool"),
-            "composition": job.get("composition"),
-            "unique_images": int(job["unique_images"]),
+            "name": job.id,
+            "run": job.id,
+            "pool": job.pool,
+            "composition": job.composition,
+            "unique_images": int(job.unique_images),
             **common,
         }
         try:

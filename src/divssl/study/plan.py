@@ -37,9 +37,17 @@ from divssl.data.pool import Pool
 from divssl.errors import ConfigError
 from divssl.pretrain.budget import Budget, resolve_images
 from divssl.pretrain.config import Config, config_to_dict, load_config
+from divssl.study.jobs import (
+    PLAN_FORMAT,
+    BaselineJob,
+    DerivedPoolFile,
+    PlanDoc,
+    PlannedEvaluation,
+    PretrainJob,
+    Tracking,
+)
 from divssl.study.spec import DerivedPool, FinetuneEval, Study
 
-PLAN_FORMAT = "divssl-plan/1"
 THROUGHPUT_FILE = "throughput.json"
 STUDY_DIR_TOKEN = "${study_dir}"
 
@@ -47,59 +55,8 @@ STUDY_DIR_TOKEN = "${study_dir}"
 # ----------------------------------------------------------------------------------- records
 
 
-@dataclass
-class PlannedRun:
-    """One pretraining run of the plan.
-
-    Attributes:
-        id: content hash of the resolved config (12 hex).
-        factors: grid axis -> value as written in the study (composition and pool by name).
-        config: the resolved config dict (``config.yaml``), ``out`` = the run folder.
-        pool: pool name (``None`` for compositions); composition: composition name.
-        source: source tag(s) of the pretraining images (``web``, ``source+synthetic``, ...).
-        budget_images: C. unique_images: N. epochs: E. diversity: D.
-        steps: optimizer steps. global_batch: B. normalization: ``compute`` or ``epoch``.
-        model: key of :attr:`Plan.models`.
-        evaluations: evaluation dicts (with ``id`` and the resolved ``task_spec``).
-    """
-
-    id: str
-    factors: dict[str, Any]
-    config: dict[str, Any]
-    pool: str | None
-    composition: str | None
-    source: str
-    budget_images: int
-    unique_images: int
-    epochs: float
-    diversity: float
-    steps: int
-    global_batch: int
-    normalization: str
-    model: str
-    evaluations: list[dict[str, Any]] = field(default_factory=list)
-    kind: str = "pretrain"
-
-    @property
-    def run_dir(self) -> Path:
-        """``STUDY_DIR/runs/<id>``."""
-        return Path(self.config["out"])
-
-
-@dataclass
-class BaselineJob:
-    """Fine-tuning from a random initialisation (the robustness paper's from-scratch trend)."""
-
-    id: str
-    task: str
-    task_spec: str
-    backbone: str
-    image_size: int
-    cifar_stem: bool
-    seed: int
-    evaluation: dict[str, Any]
-    out: str
-    kind: str = "baseline"
+# The jobs of a plan are the typed models of divssl.study.jobs (plan.json holds their JSON form).
+PlannedRun = PretrainJob
 
 
 @dataclass
@@ -182,21 +139,25 @@ class Plan:
         parts = [self.device_seconds(r) for r in self.runs]
         return None if not parts or None in parts else float(sum(parts))  # type: ignore[arg-type]
 
+    def to_doc(self) -> PlanDoc:
+        """What ``STUDY_DIR/plan.json`` holds (read back by workers on any backend)."""
+        return PlanDoc(
+            format=PLAN_FORMAT,
+            study=self.study.name,
+            study_dir=str(self.study_dir),
+            tracking=Tracking(kind=self.study.tracking, uri=self.study.tracking_uri),
+            gpus_per_run=self.gpus_per_run,
+            pools=self.pools,
+            tasks=self.tasks,
+            derived={k: DerivedPoolFile.model_validate(v) for k, v in self.derived.items()},
+            inline_tasks=self.inline_tasks,
+            models={k: asdict(m) for k, m in self.models.items()},
+            jobs=self.jobs,
+        )
+
     def to_json(self) -> dict[str, Any]:
-        """What ``STUDY_DIR/plan.json`` holds (read by workers on any backend)."""
-        return {
-            "format": PLAN_FORMAT,
-            "study": self.study.name,
-            "study_dir": str(self.study_dir),
-            "tracking": {"kind": self.study.tracking, "uri": self.study.tracking_uri},
-            "gpus_per_run": self.gpus_per_run,
-            "pools": self.pools,
-            "tasks": self.tasks,
-            "derived": self.derived,
-            "inline_tasks": self.inline_tasks,
-            "models": {k: asdict(m) for k, m in self.models.items()},
-            "jobs": [asdict(j) for j in self.jobs],
-        }
+        """:meth:`to_doc` as JSON-ready data."""
+        return self.to_doc().model_dump(mode="json")
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -641,11 +602,7 @@ def _baselines(
     for ev in study.evaluations:
         if not isinstance(ev, FinetuneEval) or not ev.scratch_seeds:
             continue
-        ev_dict = {
-            **ev.model_dump(mode="json"),
-            "id": ev.eval_id(),
-            "task_spec": tasks.specs[ev.task],
-        }
+        planned = PlannedEvaluation.of(ev, tasks.specs[ev.task])
         for (backbone, size, stem), seed in itertools.product(backbones, ev.scratch_seeds):
             key = {
                 "kind": "scratch",
@@ -653,20 +610,20 @@ def _baselines(
                 "image_size": size,
                 "cifar_stem": stem,
                 "seed": seed,
-                "evaluation": ev_dict,
+                "evaluation": planned.model_dump(mode="json"),
             }
             job_id = content_hash(key, study_dir)
             out.append(
                 BaselineJob(
-                    job_id,
-                    ev.task,
-                    tasks.specs[ev.task],
-                    backbone,
-                    size,
-                    stem,
-                    seed,
-                    ev_dict,
-                    str(study_dir / "baselines" / job_id),
+                    id=job_id,
+                    task=ev.task,
+                    task_spec=tasks.specs[ev.task],
+                    backbone=backbone,
+                    image_size=size,
+                    cifar_stem=stem,
+                    seed=seed,
+                    evaluation=planned,
+                    out=str(study_dir / "baselines" / job_id),
                 )
             )
     return out
@@ -710,10 +667,7 @@ def build_plan(
             res.pools.spec_of(name, f"pools.{name}")
     except ConfigError as exc:
         raise _with_params_hint(exc, study) from None
-    evals = [
-        {**ev.model_dump(mode="json"), "id": ev.eval_id(), "task_spec": res.tasks.specs[ev.task]}
-        for ev in study.evaluations
-    ]
+    evals = [PlannedEvaluation.of(ev, res.tasks.specs[ev.task]) for ev in study.evaluations]
     gpus = resolve_gpus_per_run(study)
     runs: list[PlannedRun] = []
     seen: set[str] = set()

@@ -21,11 +21,35 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-from divssl.study.results import job_dir, job_evaluations, record_path
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from divssl.study.jobs import BaselineJob, JobResult, PlanDoc, PretrainJob, job_dir, record_path
 
 EVENTS_FILE = "events.jsonl"
+
+
+class Event(TypedDict, total=False):
+    """One line of ``events.jsonl``.
+
+    Attributes:
+        time: ``time.time()`` when it was appended.
+        job: the job id (or ``distances`` / ``baselines``); kind: the job's kind.
+        event: ``start``, ``done``, ``skipped`` or ``failed``.
+        pid, host: the worker; error, stage: why and where a job failed.
+    """
+
+    time: float
+    job: str
+    kind: str
+    event: str
+    pid: int
+    host: str
+    error: str
+    stage: str
 
 
 @dataclass
@@ -57,7 +81,7 @@ class ProgressState:
     running_ids: list[str] = field(default_factory=list)
 
 
-def read_events(study_dir: str | Path, since: float = 0.0) -> list[dict[str, Any]]:
+def read_events(study_dir: str | Path, since: float = 0.0) -> list[Event]:
     """Events at or after ``since`` (a ``time.time()`` value); torn last lines are skipped."""
     path = Path(study_dir) / EVENTS_FILE
     if not path.is_file():
@@ -73,7 +97,7 @@ def read_events(study_dir: str | Path, since: float = 0.0) -> list[dict[str, Any
     return out
 
 
-def append_event(study_dir: str | Path, event: dict[str, Any]) -> None:
+def append_event(study_dir: str | Path, event: Event) -> None:
     """Append one event line (``O_APPEND`` writes of one short line do not interleave)."""
     path = Path(study_dir) / EVENTS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,19 +115,17 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def pretrain_done(folder: Path) -> bool:
     """A pretraining run whose ``summary.json`` says completed and whose backbone exists."""
     summary = _read_json(folder / "summary.json")
-    return (
-        bool(summary)
-        and summary.get("status") == "completed"
-        and (folder / "backbone.pt").is_file()
-    )
+    if not summary:
+        return False
+    return summary.get("status") == "completed" and (folder / "backbone.pt").is_file()
 
 
-def job_complete(study_dir: str | Path, job: dict[str, Any]) -> bool:
+def job_complete(study_dir: str | Path, job: PretrainJob | BaselineJob) -> bool:
     """Pretraining finished (for runs) and every evaluation's record written."""
     folder = job_dir(Path(study_dir), job)
-    if job["kind"] == "pretrain" and not pretrain_done(folder):
+    if isinstance(job, PretrainJob) and not pretrain_done(folder):
         return False
-    return all(record_path(folder, ev["id"]).is_file() for ev in job_evaluations(job))
+    return all(record_path(folder, ev.id).is_file() for ev in job.owed)
 
 
 def images_processed(folder: Path) -> int:
@@ -124,7 +146,7 @@ def images_processed(folder: Path) -> int:
 
 def compute_state(
     study_dir: str | Path,
-    plan_doc: dict[str, Any],
+    plan_doc: PlanDoc,
     since: float,
     images_at_start: int,
     now: float | None = None,
@@ -146,19 +168,19 @@ def compute_state(
     done = running = failed = 0
     running_ids = []
     images_total = images_done = 0
-    for job in plan_doc["jobs"]:
+    for job in plan_doc.jobs:
         folder = job_dir(root, job)
-        if job["kind"] == "pretrain":
-            images_total += int(job["budget_images"])
-            images_done += min(images_processed(folder), int(job["budget_images"]))
+        if isinstance(job, PretrainJob):
+            images_total += job.budget_images
+            images_done += min(images_processed(folder), job.budget_images)
         if job_complete(root, job):
             done += 1
-        elif last.get(job["id"]) == "start":
+        elif last.get(job.id) == "start":
             running += 1
-            running_ids.append(job["id"])
+            running_ids.append(job.id)
         elif (folder / "failed.json").is_file():
             failed += 1
-    total = len(plan_doc["jobs"])
+    total = len(plan_doc.jobs)
     gained = images_done - images_at_start
     elapsed = now - since
     rate = gained / elapsed if gained > 0 and elapsed > 0 else None
@@ -177,14 +199,10 @@ def compute_state(
     )
 
 
-def total_images_done(study_dir: str | Path, plan_doc: dict[str, Any]) -> int:
+def total_images_done(study_dir: str | Path, plan_doc: PlanDoc) -> int:
     """Images processed by all pretraining runs of the plan so far."""
     root = Path(study_dir)
-    return sum(
-        min(images_processed(job_dir(root, j)), int(j["budget_images"]))
-        for j in plan_doc["jobs"]
-        if j["kind"] == "pretrain"
-    )
+    return sum(min(images_processed(job_dir(root, j)), j.budget_images) for j in plan_doc.runs)
 
 
 def format_eta(seconds: float | None) -> str:
@@ -219,7 +237,7 @@ class StudyProgress:
     """
 
     def __init__(
-        self, study_dir: str | Path, plan_doc: dict[str, Any], console: Any, live: bool = True
+        self, study_dir: str | Path, plan_doc: PlanDoc, console: Console, live: bool = True
     ) -> None:
         self.study_dir = Path(study_dir)
         self.plan_doc = plan_doc
@@ -227,18 +245,16 @@ class StudyProgress:
         self.allow_live = live
         self.since = time.time()
         self.images_at_start = total_images_done(self.study_dir, plan_doc)
-        self.live: Any = None
+        self.live: Live | None = None
 
     def state(self) -> ProgressState:
         """The current state."""
         return compute_state(self.study_dir, self.plan_doc, self.since, self.images_at_start)
 
-    def table(self) -> Any:
+    def table(self) -> Table:
         """Rich table of the current state."""
-        from rich.table import Table
-
         s = self.state()
-        table = Table(title=f"study {self.plan_doc['study']}")
+        table = Table(title=f"study {self.plan_doc.study}")
         for col in ("done", "running", "failed", "pending", "total", "images", "img/s", "ETA"):
             table.add_column(col, justify="right")
         table.add_row(
@@ -255,8 +271,6 @@ class StudyProgress:
 
     def __enter__(self) -> StudyProgress:
         if self.allow_live and self.console.is_terminal:
-            from rich.live import Live
-
             self.live = Live(
                 get_renderable=self.table,
                 console=self.console,
@@ -271,7 +285,7 @@ class StudyProgress:
             self.live.stop()
             self.live = None
 
-    def job_finished(self, result: dict[str, Any]) -> None:
+    def job_finished(self, result: JobResult) -> None:
         """Print a plain line per finished job unless the live table shows it."""
         if self.live is None:
             text = f"[{result.get('status')}] {result.get('kind', 'job')} {result.get('id')}"

@@ -1,7 +1,8 @@
 """The results store: one JSON record per run x evaluation, gathered into one long table.
 
 Every evaluation of a run writes ``STUDY_DIR/runs/<hash>/records/<eval id>.json`` (atomically)
-holding rows in long format, one per (split, label fraction, k, evaluation point, metric)::
+holding rows in long format, one per (split, label fraction, k, evaluation point, metric), each a
+:class:`ResultRecord` (the one declaration of the schema, validated when written)::
 
     run, study, kind, baseline, method, backbone, image_size, pool, composition, source,
     budget_images (C), unique_images (N), epochs (E), diversity (D), normalization, seed, steps,
@@ -19,51 +20,103 @@ from __future__ import annotations
 import io
 import json
 import math
+import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from divssl.errors import ConfigError
+from divssl.evaluate.stats import seed_summary
 from divssl.io import atomic_write_bytes, atomic_write_text, read_json
+from divssl.study.jobs import (
+    BaselineJob,
+    PlanDoc,
+    PlannedEvaluation,
+    PretrainJob,
+    job_dir,
+    read_plan,
+    record_path,
+)
 
 SPLIT_NAMES = {"test": "id", "ood": "ood"}
-METRICS = ("top1", "top5", "macro_f1")
 RESULTS_PARQUET = "results.parquet"
 RESULTS_CSV = "results.csv"
-# Columns that identify a measurement (everything else describes the run or is the number).
-VALUE_COLUMNS = ("value", "ci_low", "ci_high", "n")
-COLUMN_ORDER = (
-    "study",
-    "run",
-    "kind",
-    "baseline",
-    "method",
-    "backbone",
-    "image_size",
-    "pool",
-    "composition",
-    "source",
-    "budget_images",
-    "unique_images",
-    "epochs",
-    "diversity",
-    "normalization",
-    "seed",
-    "eval",
-    "task",
-    "split",
-    "label_fraction",
-    "k",
-    "eval_point",
-    "metric",
-    "value",
-    "ci_low",
-    "ci_high",
-    "n",
+Metric = Literal["top1", "top5", "macro_f1"]  # scores in [0, 1] (divssl.evaluate.metrics)
+
+
+class ResultRecord(BaseModel):
+    """One row of the results store: one number of one evaluation of one run.
+
+    The single declaration of the results schema: the runner validates every row against it
+    when it writes a record, and the readers (``divssl results``, :mod:`divssl.report`) derive
+    their column lists from it (:data:`RESULT_COLUMNS`, :data:`REQUIRED_COLUMNS`,
+    :data:`NUMERIC_COLUMNS`, :data:`SCORE_METRICS`) and trust the rows. Grid axes that are not
+    fields (``subset.fraction``, ``optim.base_lr``, ...) are extra columns, JSON text when not
+    scalar. Run columns of a from-scratch baseline that it has no value for are null.
+    """
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=True)
+
+    # the run (or from-scratch baseline)
+    study: str
+    run: str
+    kind: Literal["pretrain", "baseline"]
+    baseline: bool
+    method: str
+    backbone: str
+    image_size: int
+    pool: str | None = None
+    composition: str | None = None
+    source: str | None = None
+    budget_images: int | None = None  # C
+    unique_images: int | None = None  # N
+    epochs: float | None = None  # E = C / N
+    diversity: float | None = None  # D = N / C
+    normalization: Literal["compute", "epoch"] | None = None
+    seed: int
+    # the evaluation and the setting this number is for
+    eval: Literal["knn", "linear", "finetune"]
+    task: str
+    split: Literal["id", "ood"]
+    label_fraction: float | None = None
+    k: int | None = None
+    eval_point: int | None = None
+    # the number (``value`` null: a metric undefined on this split)
+    metric: Metric
+    value: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int | None = None
+    # measured per run, and where the evaluation is
+    steps: int | None = None
+    images_seen: int | None = None
+    flops_per_image: float | None = None
+    total_flops: float | None = None
+    wall_seconds: float | None = None
+    images_per_second: float | None = None
+    eval_id: str
+    eval_step: int | None = None
+
+
+def _numeric(annotation: Any) -> bool:
+    args = typing.get_args(annotation) or (annotation,)
+    return any(a in (int, float) for a in args)
+
+
+RESULT_COLUMNS: tuple[str, ...] = tuple(ResultRecord.model_fields)
+REQUIRED_COLUMNS: tuple[str, ...] = tuple(
+    n for n, f in ResultRecord.model_fields.items() if f.is_required()
 )
+NUMERIC_COLUMNS: tuple[str, ...] = tuple(
+    n for n, f in ResultRecord.model_fields.items() if _numeric(f.annotation)
+)
+SCORE_METRICS: tuple[str, ...] = typing.get_args(Metric)
+# Columns of the number itself; per-run measurements (they differ between seeds of a condition).
+VALUE_COLUMNS = ("value", "ci_low", "ci_high", "n")
 RUN_MEASURED = (
     "run",
     "steps",
@@ -88,48 +141,50 @@ def _scalar(value: Any) -> Any:
     return json.dumps(value, sort_keys=True)
 
 
-def run_columns(job: dict[str, Any], summary: dict[str, Any] | None, study: str) -> dict[str, Any]:
+def run_columns(
+    job: PretrainJob | BaselineJob, summary: dict[str, Any] | None, study: str
+) -> dict[str, Any]:
     """The columns describing one run (or from-scratch baseline) in every row of its records.
 
     Args:
-        job: the job dict of ``plan.json``.
+        job: the job of ``plan.json``.
         summary: the run's ``summary.json`` (``None`` for baselines).
         study: study name.
     """
-    if job["kind"] == "baseline":
+    if isinstance(job, BaselineJob):
         return {
-            "run": job["id"],
+            "run": job.id,
             "study": study,
             "kind": "baseline",
             "baseline": True,
             "method": "scratch",
-            "backbone": job["backbone"],
-            "image_size": job["image_size"],
-            "seed": job["seed"],
+            "backbone": job.backbone,
+            "image_size": job.image_size,
+            "seed": job.seed,
             "normalization": None,
             "pool": None,
             "composition": None,
             "source": None,
         }
     summary = summary or {}
-    cfg = job["config"]
+    cfg = job.config
     cols: dict[str, Any] = {
-        "run": job["id"], "study": study, "kind": "pretrain", "baseline": False,
+        "run": job.id, "study": study, "kind": "pretrain", "baseline": False,
         "method": cfg["method"], "backbone": cfg["backbone"], "image_size": cfg["image_size"],
-        "pool": job.get("pool"), "composition": job.get("composition"), "source": job["source"],
-        "budget_images": summary.get("budget_images", job["budget_images"]),
-        "unique_images": summary.get("unique_images", job["unique_images"]),
-        "epochs": summary.get("epochs", job["epochs"]),
-        "diversity": summary.get("diversity", job["diversity"]),
-        "normalization": job["normalization"], "seed": cfg["seed"],
-        "steps": summary.get("steps", job["steps"]),
+        "pool": job.pool, "composition": job.composition, "source": job.source,
+        "budget_images": summary.get("budget_images", job.budget_images),
+        "unique_images": summary.get("unique_images", job.unique_images),
+        "epochs": summary.get("epochs", job.epochs),
+        "diversity": summary.get("diversity", job.diversity),
+        "normalization": job.normalization, "seed": cfg["seed"],
+        "steps": summary.get("steps", job.steps),
         "images_seen": summary.get("images_seen"),
         "flops_per_image": summary.get("flops_per_image"),
         "total_flops": summary.get("total_flops"),
         "wall_seconds": summary.get("wall_seconds"),
         "images_per_second": summary.get("images_per_second"),
     }  # fmt: skip
-    for axis, value in job.get("factors", {}).items():
+    for axis, value in job.factors.items():
         if axis not in cols:
             cols[axis] = _scalar(value)
     return cols
@@ -137,7 +192,7 @@ def run_columns(job: dict[str, Any], summary: dict[str, Any] | None, study: str)
 
 def _metric_rows(report: dict[str, Any], split: str) -> list[dict[str, Any]]:
     rows = []
-    for metric in METRICS:
+    for metric in SCORE_METRICS:
         iv = report.get(metric)
         if not isinstance(iv, dict):
             continue
@@ -156,31 +211,34 @@ def _metric_rows(report: dict[str, Any], split: str) -> list[dict[str, Any]]:
 
 def eval_rows(
     base: dict[str, Any],
-    evaluation: dict[str, Any],
+    evaluation: PlannedEvaluation,
     result: dict[str, Any],
-) -> list[dict[str, Any]]:
+) -> list[ResultRecord]:
     """Flatten one evaluation's results dict (``run_knn``/``run_linear``/``run_finetune``).
 
     Args:
         base: :func:`run_columns` of the run.
-        evaluation: the evaluation dict (kind, task, id, ...).
+        evaluation: the planned evaluation.
         result: what the evaluation function returned.
 
     Returns:
-        Long-format rows, one per split x setting x metric.
+        Validated records, one per split x setting x metric.
+
+    Raises:
+        ConfigError: a row that does not fit :class:`ResultRecord` (naming the column).
     """
     head = {
         **base,
-        "eval": evaluation["kind"],
-        "eval_id": evaluation["id"],
-        "task": evaluation["task"],
+        "eval": evaluation.kind,
+        "eval_id": evaluation.id,
+        "task": evaluation.task,
         "label_fraction": None,
         "k": None,
         "eval_point": None,
         "eval_step": None,
     }
     rows: list[dict[str, Any]] = []
-    if evaluation["kind"] == "finetune":
+    if evaluation.kind == "finetune":
         for i, point in enumerate(result.get("points", [])):
             for split in SPLIT_NAMES:
                 if split in point:
@@ -190,29 +248,32 @@ def eval_rows(
                         "label_fraction": 100.0,
                     }
                     rows += [{**head, **setting, **r} for r in _metric_rows(point[split], split)]
-        return rows
-    for entry in result.get("results", []):
-        setting = {"label_fraction": entry.get("fraction"), "k": entry.get("k")}
-        for split in SPLIT_NAMES:
-            if split in entry:
-                rows += [{**head, **setting, **r} for r in _metric_rows(entry[split], split)]
-    return rows
+    else:
+        for entry in result.get("results", []):
+            setting = {"label_fraction": entry.get("fraction"), "k": entry.get("k")}
+            for split in SPLIT_NAMES:
+                if split in entry:
+                    rows += [{**head, **setting, **r} for r in _metric_rows(entry[split], split)]
+    return [to_record(row) for row in rows]
 
 
-def record_path(job_dir: Path, eval_id: str) -> Path:
-    """``<run dir>/records/<eval id>.json``."""
-    return job_dir / "records" / f"{eval_id}.json"
+def to_record(row: dict[str, Any]) -> ResultRecord:
+    """Validate one results row.
+
+    Raises:
+        ConfigError: naming the column that does not fit the schema.
+    """
+    try:
+        return ResultRecord.model_validate(row)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        column = ".".join(str(p) for p in err["loc"]) or "row"
+        raise ConfigError(f"results.{column}", f"{err['msg']}, got {err.get('input')!r}") from None
 
 
-def job_dir(study_dir: Path, job: dict[str, Any]) -> Path:
-    """Run folder (``runs/<hash>``) or baseline folder (``baselines/<hash>``) of a job."""
-    sub = "baselines" if job["kind"] == "baseline" else "runs"
-    return Path(study_dir) / sub / job["id"]
-
-
-def job_evaluations(job: dict[str, Any]) -> list[dict[str, Any]]:
-    """The evaluations a job owes."""
-    return [job["evaluation"]] if job["kind"] == "baseline" else list(job["evaluations"])
+def record_rows(records: Sequence[ResultRecord]) -> list[dict[str, Any]]:
+    """Records as JSON-ready rows (schema columns first, then the grid-axis columns)."""
+    return [r.model_dump(mode="json") for r in records]
 
 
 # ----------------------------------------------------------------------------------- gather
@@ -220,37 +281,28 @@ def job_evaluations(job: dict[str, Any]) -> list[dict[str, Any]]:
 
 def gather_rows(
     study_dir: str | Path,
-    plan_doc: dict[str, Any] | None = None,
+    plan_doc: PlanDoc | None = None,
 ) -> list[dict[str, Any]]:
-    """Every row of every record of the plan's jobs (records of other plans are ignored)."""
+    """Every row of every record of the plan's jobs (records of other plans are ignored).
+
+    Rows were validated against :class:`ResultRecord` when they were written; they are trusted.
+    """
     root = Path(study_dir)
     doc = plan_doc if plan_doc is not None else read_plan(root)
     rows: list[dict[str, Any]] = []
-    for job in doc["jobs"]:
+    for job in doc.jobs:
         folder = job_dir(root, job)
-        for ev in job_evaluations(job):
-            path = record_path(folder, ev["id"])
+        for ev in job.owed:
+            path = record_path(folder, ev.id)
             if path.is_file():
                 rows += read_json(path)["rows"]
     return rows
 
 
-def read_plan(study_dir: str | Path) -> dict[str, Any]:
-    """``STUDY_DIR/plan.json``.
-
-    Raises:
-        ConfigError: not a study folder.
-    """
-    path = Path(study_dir) / "plan.json"
-    if not path.is_file():
-        raise ConfigError("STUDY_DIR", f"{study_dir} has no plan.json (run `divssl run` first)")
-    return read_json(path)
-
-
 def to_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """Rows -> DataFrame with numeric columns as numbers and text columns as text."""
     frame = pd.DataFrame(list(rows))
-    first = [c for c in COLUMN_ORDER if c in frame.columns]
+    first = [c for c in RESULT_COLUMNS if c in frame.columns]
     frame = frame[first + [c for c in frame.columns if c not in first]]
     for col in frame.columns:
         values = frame[col]
@@ -277,7 +329,7 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def write_results(study_dir: str | Path, plan_doc: dict[str, Any] | None = None) -> pd.DataFrame:
+def write_results(study_dir: str | Path, plan_doc: PlanDoc | None = None) -> pd.DataFrame:
     """Gather the plan's records into ``results.parquet`` and ``results.csv`` (atomic).
 
     Returns:
@@ -356,8 +408,6 @@ def summarize(frame: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
         One row per condition: the condition columns, ``mean``, ``std``, ``ci_low``,
         ``ci_high``, ``n_seeds``.
     """
-    from divssl.evaluate.stats import seed_summary
-
     if frame.empty:
         return frame
     keys = group_columns(frame)
@@ -402,3 +452,42 @@ def format_cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def best_run(study_dir: Path, plan_doc: PlanDoc, frame: pd.DataFrame | None) -> str | None:
+    """The run with the highest mean ID top-1 on the plan's first evaluation.
+
+    The largest label fraction, the smallest k and the last fine-tuning point are used.
+    """
+    if frame is None or frame.empty:
+        return None
+    first = next((j.evaluations[0] for j in plan_doc.runs if j.evaluations), None)
+    if first is None:
+        return None
+    sel = frame[
+        (frame["eval_id"] == first.id)
+        & (frame["split"] == "id")
+        & (frame["metric"] == "top1")
+        & (frame["kind"] == "pretrain")
+    ]
+    if sel.empty:
+        return None
+    for col, pick in (("label_fraction", "max"), ("k", "min"), ("eval_point", "max")):
+        if sel[col].notna().any():
+            sel = sel[sel[col] == getattr(sel[col], pick)()]
+    return str(sel.groupby("run")["value"].mean().idxmax())
+
+
+def extractor_name(
+    study_dir: Path, plan_doc: PlanDoc, name: str, frame: pd.DataFrame | None
+) -> str:
+    """The extractor a study names, with ``run:best`` / ``run:<run id>`` turned into run dirs."""
+    if name == "run:best":
+        run = best_run(study_dir, plan_doc, frame)
+        if run is None:
+            raise ConfigError("distances.extractor", "run:best needs finished evaluations")
+        return f"run:{study_dir / 'runs' / run}"
+    ids = {j.id for j in plan_doc.runs}
+    if name.startswith("run:") and name[4:] in ids:
+        return f"run:{study_dir / 'runs' / name[4:]}"
+    return name

@@ -51,6 +51,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from divssl.data.composition import parse_composition
+from divssl.distances.settings import DistanceSettings
 from divssl.errors import ConfigError, unknown_choice
 from divssl.evaluate.settings import (
     EvalCommon,
@@ -59,12 +61,20 @@ from divssl.evaluate.settings import (
     LinearSettings,
     settings_error,
 )
+from divssl.pretrain.backbones import BACKBONES
+from divssl.pretrain.config import Config, read_yaml_file
+from divssl.pretrain.methods import method_names
+from divssl.report.sections import SECTIONS
 
 SPECIAL_AXES = ("pool", "composition", "normalization")
 NORMALIZATIONS = ("compute", "epoch")
 EVAL_KINDS = ("knn", "linear", "finetune")
 TRACKING = ("none", "mlflow")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+# Settings that joined an evaluation kind later -> the behaviour it had before (left out of ids).
+ID_STABLE_DEFAULTS: dict[str, Any] = {"standardize": True}  # linear probe, always standardised
 
 
 class _Strict(BaseModel):
@@ -87,8 +97,17 @@ class _EvalBase(EvalCommon):
     task: str
 
     def eval_id(self) -> str:
-        """Stable id of this evaluation: ``<kind>-<task>-<8 hex of its settings>``."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """Stable id of this evaluation: ``<kind>-<task>-<8 hex of its settings>``.
+
+        Settings added after ids were first written are left out while they hold the value
+        the evaluation had before them (:data:`ID_STABLE_DEFAULTS`), so the ids of existing
+        study folders, and thus their finished records, stay valid.
+        """
+        values = self.model_dump(mode="json")
+        for name, before in ID_STABLE_DEFAULTS.items():
+            if name in values and values[name] == before:
+                del values[name]
+        blob = json.dumps(values, sort_keys=True).encode()
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", self.task).strip("-") or "task"
         return f"{self.kind}-{slug}-{hashlib.sha256(blob).hexdigest()[:8]}"  # type: ignore[attr-defined]
 
@@ -174,25 +193,13 @@ class DerivedPool(_Strict):
         return given[0]
 
 
-class DistanceSpec(_Strict):
-    """Distances between pools (``divssl.distances``); names are pools, tasks or ``task:split``.
+class DistanceSpec(DistanceSettings):
+    """Distances between pools: :class:`divssl.distances.settings.DistanceSettings`, the model
+    ``divssl distance`` parses into, whose ``a``/``b`` here name pools, tasks or ``task:split``.
 
     ``extractor`` is any name of :func:`divssl.distances.get_extractor` or a study run:
     ``run:best`` (the run with the best ID top-1 on the first evaluation) or ``run:<hash>``.
     """
-
-    a: list[str]
-    b: list[str]
-    metric: list[str] = ["fid"]
-    extractor: str = "inception"
-    weights: str | None = None
-    max_images: int = 50_000
-    seed: int = 0
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    vdna_bins: int = 1000
-    vdna_reference: str | None = None  # pool fixing VisualDNA's per-neuron ranges (default: a[0])
-    batch_size: int = 64
 
 
 class VendiSpec(_Strict):
@@ -388,8 +395,6 @@ def substitute(node: Any, params: dict[str, Any], path: str = "") -> Any:
 
 
 def _config_key_exists(dotted: str) -> bool:
-    from divssl.pretrain.config import Config
-
     model: Any = Config
     parts = dotted.split(".")
     for i, part in enumerate(parts):
@@ -406,8 +411,6 @@ def _config_key_exists(dotted: str) -> bool:
 
 
 def _axis_choices() -> list[str]:
-    from divssl.pretrain.config import Config
-
     return [*SPECIAL_AXES, *Config.model_fields]
 
 
@@ -418,14 +421,9 @@ def _check_registry(values: list[Any], fld: str, choices: list[str]) -> None:
 
 
 def _check_axis(key: str, values: Any, fld: str, study: dict[str, Any]) -> None:
-    from divssl.pretrain.backbones import BACKBONES
-    from divssl.pretrain.methods import method_names
-
     if key == "composition":
         if not isinstance(values, dict) or not values:
             raise ConfigError(fld, "composition must map names to lists of parts")
-        from divssl.data.composition import parse_composition
-
         for name, parts in values.items():
             try:
                 parse_composition(parts)
@@ -498,13 +496,8 @@ def _check_references(study: Study) -> None:
                 base = ref.rsplit(":", 1)[0] if ref.count(":") == 1 else ref
                 if base not in names:
                     raise unknown_choice(f"distances[{i}].{side}[{j}]", ref, names)
-        from divssl.distances.pipeline import parse_metrics
-
-        try:
-            parse_metrics(dspec.metric)
-        except ConfigError as exc:
-            raise reprefix(exc, f"distances[{i}]") from None
     if study.vendi is not None:  # the name only: weights load when the scores are computed
+        # deferred: the extractors module imports torch; spec validation stays light
         from divssl.distances.extractors import check_extractor_name
 
         check_extractor_name(study.vendi.extractor, "vendi.extractor")
@@ -519,11 +512,7 @@ def _check_references(study: Study) -> None:
 
 
 def _check_report_sections(sections: list[str] | None) -> None:
-    """Section names are the report's (checked when :mod:`divssl.report` is installed)."""
-    try:
-        from divssl.report import SECTIONS
-    except ImportError:
-        return
+    """Section names are the report's."""
     for i, name in enumerate(sections or []):
         if name not in SECTIONS:
             raise unknown_choice(f"report.sections[{i}]", name, SECTIONS)
@@ -591,8 +580,6 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     Raises:
         ConfigError: unreadable file, unknown parameter, or an invalid section.
     """
-    from divssl.pretrain.config import read_yaml_file
-
     return study_from_tree(read_yaml_file(path, "study"), overrides)
 
 

@@ -126,6 +126,7 @@ def log_job(
     Returns:
         The MLflow run id.
     """
+    # optional dependency (divssl[mlflow]), heavy to import: deferred until a job is logged
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
