@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from divssl.pretrain.config import load_config
-from divssl.pretrain.loop import build_optimizer, param_groups
+from divssl.pretrain.build import build_optimizer, param_groups
 from divssl.pretrain.optim import LARS
 
 

@@ -113,7 +113,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, quiet_console)
     tree["base"]["budget.images"] = 128  # 4 steps, a checkpoint after each
     plan = build_plan(study_from_tree(tree), tmp_path / "s", count_flops=False)
     (run,) = plan.runs
-    pretrain(load_run_config(run.config), stop_after_steps=2)
+    pretrain(load_run_config(run.config), step_limit=2)
     assert read_json(run.run_dir / "summary.json")["status"] == "interrupted"
     first_lines = (run.run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in first_lines] == [1, 2]
