@@ -95,3 +95,53 @@ def test_plain_every_reads_the_environment(monkeypatch):
     monkeypatch.setenv(P.PLAIN_SECONDS_ENV, "-1")
     with pytest.raises(ValueError, match=P.PLAIN_SECONDS_ENV):
         P.plain_every()
+
+
+def test_activity_prints_start_and_end_lines(clock, monkeypatch):
+    monkeypatch.setenv(P.PLAIN_SECONDS_ENV, "0")  # no heartbeat thread
+    out = io.StringIO()
+    with P.Activity("linear probe t", stream=out):
+        clock.now += 3.25
+    with pytest.raises(RuntimeError), P.Activity("knn t", stream=out):
+        raise RuntimeError("boom")
+    assert out.getvalue().splitlines() == [
+        "linear probe t: started",
+        "linear probe t: done in 3.2 s",
+        "knn t: started",
+        "knn t: failed after 0.0 s",
+    ]
+
+
+class _Signalling(io.StringIO):
+    """A stream that says when a heartbeat line arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.beat = threading.Event()
+
+    def write(self, text: str) -> int:
+        if "running" in text:
+            self.beat.set()
+        return super().write(text)
+
+
+def test_activity_heartbeat_runs_while_the_call_runs(monkeypatch):
+    monkeypatch.setenv(P.PLAIN_SECONDS_ENV, "0.01")
+    out = _Signalling()
+    with P.Activity("probe", stream=out):
+        assert out.beat.wait(timeout=60)  # a heartbeat line while the block runs
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "probe: started" and lines[-1].startswith("probe: done in ")
+    assert any(ln.startswith("probe: running, ") for ln in lines[1:-1])
+    count = len(lines)
+    assert len(out.getvalue().splitlines()) == count  # the thread stopped with the block
+
+
+def test_run_with_activity_returns_the_result_and_frames_it(monkeypatch):
+    monkeypatch.setenv(P.PLAIN_SECONDS_ENV, "0")
+    monkeypatch.setattr(P.sys, "stderr", io.StringIO())
+    assert P.run_with_activity("sum", sum, [1, 2, 3], start=4) == 10
+    lines = P.sys.stderr.getvalue().splitlines()
+    assert lines[0] == "sum: started" and lines[1].startswith("sum: done in ")

@@ -1,13 +1,16 @@
 """Progress of long loops: a rich bar on a terminal, plain lines in a log file.
 
-One helper for every stage (pretraining steps, feature extraction for distances and probes):
-:class:`Progress` draws a rich progress bar when stderr is a terminal; otherwise it prints one
-plain line at most every :func:`plain_every` seconds (and a last one on close), e.g.::
+One helper for every stage: :class:`Progress` (a loop with a known length: pretraining steps,
+feature extraction for distances) draws a rich progress bar when stderr is a terminal; otherwise
+it prints one plain line at most every :func:`plain_every` seconds (and a last one on close),
+e.g.::
 
     pretrain: step 40/500 (8%) | images 10,240/128,000 | 1,234 img/s | loss 4.5123 | ETA 1m 30s
 
 so that a run in a log file (a SLURM job, ``nohup``, a notebook) is not silent. The interval is
-``DIVSSL_PROGRESS_SECONDS`` (default 10 s; 0 prints every update).
+``DIVSSL_PROGRESS_SECONDS`` (default 10 s; 0 prints every update). :class:`Activity` covers a
+call of unknown length (a probe, an evaluation of a study): a spinner on a terminal, otherwise a
+start line, a heartbeat line every interval and an end line with the elapsed time.
 
 The rate and ETA count only what this session did (a resumed run does not count the images of
 its checkpoint as done in no time).
@@ -17,9 +20,12 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
-from typing import Any, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO, TypeVar
 
+T = TypeVar("T")
 DEFAULT_PLAIN_SECONDS = 10.0  # one line per 10 s: ~360 lines per hour of training
 PLAIN_SECONDS_ENV = "DIVSSL_PROGRESS_SECONDS"
 
@@ -206,3 +212,62 @@ class Progress:
 
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+class Activity:
+    """A call of unknown length, shown while it runs (``with Activity("linear probe t"):``).
+
+    On a terminal: a rich spinner with the elapsed time. Otherwise plain lines: ``label: started``,
+    ``label: running, 40 s`` every :func:`plain_every` seconds (from a daemon thread; none when
+    the interval is 0), and ``label: done in 52 s`` (or ``failed after``) at the end.
+
+    Args:
+        label: what runs.
+        stream: where lines go (default ``sys.stderr``).
+    """
+
+    def __init__(self, label: str, stream: TextIO | None = None) -> None:
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.every = plain_every()
+        self.t0 = time.perf_counter()
+        self.status: Any = None
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def _say(self, text: str) -> None:
+        print(f"{self.label}: {text}", file=self.stream, flush=True)
+
+    def _heartbeat(self) -> None:
+        while not self.stopped.wait(self.every):
+            self._say(f"running, {time.perf_counter() - self.t0:.0f} s")
+
+    def __enter__(self) -> Activity:
+        self.t0 = time.perf_counter()
+        if self.stream.isatty():
+            from rich.console import Console
+
+            self.status = Console(file=self.stream).status(self.label)
+            self.status.start()
+            return self
+        self._say("started")
+        if self.every > 0:
+            self.thread = threading.Thread(target=self._heartbeat, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.stopped.set()
+        if self.thread is not None:
+            self.thread.join()
+        if self.status is not None:
+            self.status.stop()
+            return
+        word = "done in" if exc_type is None else "failed after"
+        self._say(f"{word} {time.perf_counter() - self.t0:.1f} s")
+
+
+def run_with_activity(label: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` inside ``Activity(label)`` (a one-line change at a call site)."""
+    with Activity(label):
+        return fn(*args, **kwargs)

@@ -13,10 +13,10 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from divssl.errors import ConfigError
+from divssl.progress import Progress
 
 app = typer.Typer(add_completion=False, help="Distribution distances between pools.")
 
@@ -142,16 +142,9 @@ def run_distance(
     layer_list = [x.strip() for x in layers.split(",") if x.strip()] if layers else None
     ext = get_extractor(extractor, weights, input_size=input_size, layers=layer_list, device=device)
     feats = {}
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        for spec, pool in pools.items():
-            task = progress.add_task(spec, total=min(len(pool), max_images))
+    for spec, pool in pools.items():
+        # A bar on a terminal, plain lines in a log (nothing moves on a feature-cache hit).
+        with Progress(f"features {spec}", min(len(pool), max_images), unit="image") as bar:
             feats[spec] = pool_features(
                 pool,
                 ext,
@@ -159,11 +152,11 @@ def run_distance(
                 seed,
                 with_acts,
                 batch_size,
-                progress=lambda n, task=task: progress.advance(task, n),
+                progress=lambda n, bar=bar: bar.advance(n),
             )
-        ranges = None
-        if ref_pool is not None:
-            ranges = reference_ranges(ref_pool, ext, max_images, seed, batch_size)
+    ranges = None
+    if ref_pool is not None:
+        ranges = reference_ranges(ref_pool, ext, max_images, seed, batch_size)
     tables = distance_matrix(
         {s: feats[s] for s in dict.fromkeys(a)},
         {s: feats[s] for s in dict.fromkeys(b)},

@@ -22,6 +22,7 @@ from divssl.evaluate.settings import (
     LinearSettings,
     validate_settings,
 )
+from divssl.progress import run_with_activity
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console()
@@ -196,7 +197,9 @@ def linear(
         },
     )
     _check_cli_only(seed, workers)
-    result = run_linear(
+    result = run_with_activity(  # a spinner on a terminal, lines in a log
+        f"linear probe on {task}",
+        run_linear,
         task_spec=task,
         **settings.model_dump(exclude={"n_boot", "level"}),
         standardize=standardize,
@@ -257,7 +260,9 @@ def knn(
         },
     )
     _check_cli_only(seed, workers)
-    result = run_knn(
+    result = run_with_activity(  # a spinner on a terminal, lines in a log
+        f"kNN on {task}",
+        run_knn,
         task_spec=task,
         ks=settings.k,
         **settings.model_dump(exclude={"k", "n_boot", "level"}),

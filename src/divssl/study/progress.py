@@ -12,7 +12,8 @@ The state is computed from what is on disk, so it is the same whichever backend 
 
 The ETA extrapolates the images processed since the display started: remaining images / (images
 this session / seconds this session). :class:`StudyProgress` renders it as a rich live table on a
-terminal and as plain lines otherwise.
+terminal and as plain lines otherwise (one per finished job; jobs that run in this process print
+their own progress lines, :mod:`divssl.progress`, whose ETA format this module shares).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from divssl.progress import format_eta
 from divssl.study.results import job_dir, job_evaluations, record_path
 
 EVENTS_FILE = "events.jsonl"
@@ -185,16 +187,6 @@ def total_images_done(study_dir: str | Path, plan_doc: dict[str, Any]) -> int:
         for j in plan_doc["jobs"]
         if j["kind"] == "pretrain"
     )
-
-
-def format_eta(seconds: float | None) -> str:
-    """``1h 02m``, ``3m 05s`` or ``-``."""
-    if seconds is None:
-        return "-"
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    return f"{s // 60}m {s % 60:02d}s"
 
 
 def state_line(state: ProgressState) -> str:

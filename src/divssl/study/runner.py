@@ -33,6 +33,7 @@ from typing import Any
 
 from divssl.errors import ConfigError, RunFailed
 from divssl.io import atomic_write_json, atomic_write_yaml, read_json
+from divssl.progress import Activity
 from divssl.study.plan import Plan, file_paths, load_run_config
 from divssl.study.progress import append_event, job_complete, pretrain_done
 from divssl.study.results import (
@@ -213,7 +214,8 @@ def _evaluate(study_dir: Path, plan_doc: dict[str, Any], job: dict[str, Any]) ->
         if path.is_file():
             rows += read_json(path)["rows"]
             continue
-        result = run_evaluation(folder, job, ev)
+        with Activity(f"eval {ev['id']} of {job['id']}"):  # lines in a log, spinner on a tty
+            result = run_evaluation(folder, job, ev)
         new = eval_rows(base, ev, result)
         atomic_write_json(path, {"eval": ev, "result_path": result.get("path"), "rows": new})
         rows += new
