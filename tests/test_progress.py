@@ -7,6 +7,7 @@ import io
 import pytest
 
 from divssl import progress as P
+from divssl.errors import ConfigError
 
 
 class _Clock:
@@ -92,9 +93,11 @@ def test_plain_every_reads_the_environment(monkeypatch):
     assert P.plain_every() == P.DEFAULT_PLAIN_SECONDS
     monkeypatch.setenv(P.PLAIN_SECONDS_ENV, "2.5")
     assert P.plain_every() == 2.5
-    monkeypatch.setenv(P.PLAIN_SECONDS_ENV, "-1")
-    with pytest.raises(ValueError, match=P.PLAIN_SECONDS_ENV):
-        P.plain_every()
+    for bad in ("-1", "soon", "nan"):
+        monkeypatch.setenv(P.PLAIN_SECONDS_ENV, bad)
+        with pytest.raises(ConfigError) as info:
+            P.plain_every()
+        assert info.value.field == P.PLAIN_SECONDS_ENV
 
 
 def test_activity_prints_start_and_end_lines(clock, monkeypatch):

@@ -154,8 +154,6 @@ def pretrain(
     from divssl.pretrain.loop import read_summary
 
     cfg = load_config(config, overrides or [])
-    if step_limit is not None and step_limit < 1:
-        raise ConfigError("--step-limit", f"must be >= 1 step, got {step_limit}")
     try:
         run_dir = run_pretrain(cfg, resume=resume, step_limit=step_limit)
         is_main = dist.rank() == 0  # under torchrun only rank 0 writes and reports the run

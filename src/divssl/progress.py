@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO, TypeVar
 
+from divssl.errors import ConfigError
+
 T = TypeVar("T")
 DEFAULT_PLAIN_SECONDS = 10.0  # one line per 10 s: ~360 lines per hour of training
 PLAIN_SECONDS_ENV = "DIVSSL_PROGRESS_SECONDS"
@@ -34,14 +36,17 @@ def plain_every() -> float:
     """Seconds between plain lines: ``$DIVSSL_PROGRESS_SECONDS`` or 10.
 
     Raises:
-        ValueError: a value that is not a non-negative number.
+        ConfigError: naming the variable, for a value that is not a number of seconds >= 0.
     """
     raw = os.environ.get(PLAIN_SECONDS_ENV)
     if raw is None or raw == "":
         return DEFAULT_PLAIN_SECONDS
-    value = float(raw)
-    if not value >= 0:
-        raise ValueError(f"{PLAIN_SECONDS_ENV} must be a number of seconds >= 0, got {raw!r}")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:  # also refuses nan
+        raise ConfigError(PLAIN_SECONDS_ENV, f"must be a number of seconds >= 0, got {raw!r}")
     return value
 
 

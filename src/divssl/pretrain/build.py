@@ -133,7 +133,8 @@ def param_groups(
     """Parameter groups: decayed weights, and biases/normalisation parameters (1-D) which, with
     ``exclude_bias_norm`` (solo-learn's ``exclude_bias_n_norm``), get neither decay nor LARS
     adaptation; without it every parameter is decayed and adapted (SwAV's LARC, torchvision)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue

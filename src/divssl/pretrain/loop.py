@@ -64,7 +64,7 @@ from divssl.pretrain.build import (
 from divssl.pretrain.config import Config, config_to_dict, resolve_config
 from divssl.pretrain.dry_run import count_flops_per_image
 from divssl.pretrain.methods import Method, get_method
-from divssl.progress import Progress
+from divssl.progress import Progress, plain_every
 from divssl.threads import ThreadPolicy, single_thread
 
 
@@ -94,7 +94,8 @@ def _open_training_pool(cfg: Config) -> tuple[Pool, dict[str, Any] | None]:
         if cfg.data.task is not None:
             from divssl.evaluate.tasks import open_task
 
-            task_classes = list(open_task(cfg.data.task).class_names)
+            names = open_task(cfg.data.task).class_names
+            task_classes = None if names is None else list(names)
         resolved = resolve_composition(comp, task_classes)
         return ComposedPool(resolved), resolved.to_json()
     return open_pool(cfg.data.pool), None
@@ -142,7 +143,8 @@ def prepare(cfg: Config) -> tuple[Prepared, dict[str, Any] | None]:
             "pool_manifest": raw_pool.manifest_hash(),
         }
         record["hash"] = cache_key(record)
-        pool, corrupt, subset, ordering = raw_pool, [], np.arange(n), None
+        corrupt: list[str] = []
+        pool, subset, ordering = raw_pool, np.arange(n), None
     else:
         if cfg.subset.ordering is not None:
             ordering = load_ordering(cfg.subset.ordering)
@@ -642,6 +644,7 @@ class PretrainSession:
 
     def __init__(self, cfg: Config, resume: bool = False) -> None:
         dist.init_from_env()  # no-op for a single process; torchrun sets WORLD_SIZE/RANK
+        plain_every()  # a bad DIVSSL_PROGRESS_SECONDS is refused before anything is written
         device = resolve_device(cfg)  # a missing device is refused before any data is decoded
         cfg = resolve_config(cfg)  # idempotent; fills every value the recipe gives
         self.is_main = dist.rank() == 0

@@ -672,7 +672,7 @@ def build_plan(
                 pool=point.get("pool") if "pool" in point else _pool_name(study, cfg),
                 composition=point["composition"][0] if "composition" in point else None,
                 source=source, budget_images=c, unique_images=n, epochs=budget.epochs,
-                diversity=budget.diversity, steps=budget.steps, global_batch=cfg.batch_size,
+                diversity=budget.diversity, steps=budget.steps, global_batch=budget.global_batch,
                 normalization="compute" if cfg.budget.images is not None else "epoch",
                 model=key, evaluations=copy.deepcopy(evals),
             ))  # fmt: skip
