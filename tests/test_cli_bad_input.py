@@ -20,8 +20,8 @@ import torch
 from divssl import cli
 from divssl.data.pool import parse_spec
 from divssl.errors import ConfigError
-from divssl.pretrain.config import Config, load_config
 from divssl.pretrain.build import resolve_device
+from divssl.pretrain.config import Config, load_config
 
 POOL = "data.pool=world:classes=4:per_class=16:size=16:seed=0"
 

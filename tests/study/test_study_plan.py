@@ -169,5 +169,3 @@ def test_measurement_is_cached_in_the_study_folder(tmp_path, monkeypatch):
     assert calls == [32]  # served from throughput.json
     measure_plan(again, "cpu", steps=3, warmup=1, batch=8)
     assert calls == [32, 8]
-
-
