@@ -174,3 +174,16 @@ def test_lazy_commands_show_their_own_help_lines():
         "synthesize",
         "world",
     ]
+
+
+def test_step_limit_below_one_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from divssl import cli
+
+    run = tmp_path / "run"
+    argv = ["divssl", "pretrain", POOL, "budget.images=64", f"out={run}", "--step-limit", "0"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 2
+    assert "--step-limit" in capsys.readouterr().err
+    assert not run.exists()
