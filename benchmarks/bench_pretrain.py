@@ -21,18 +21,11 @@ import time
 
 import torch
 
-from divssl.pretrain.augment import get_preset, make_views
-from divssl.pretrain.backbones import build_backbone
+from divssl.pretrain.augment import make_views
+from divssl.pretrain.build import build_run
 from divssl.pretrain.config import load_config
-from divssl.pretrain.loop import (
-    _optim_settings,
-    build_optimizer,
-    count_flops_per_image,
-    prepare,
-    step_batch,
-    view_generator,
-)
-from divssl.pretrain.methods import get_method
+from divssl.pretrain.dry_run import count_flops_per_image
+from divssl.pretrain.loop import prepare, step_batch, view_generator
 from divssl.threads import single_thread
 
 
@@ -78,11 +71,9 @@ def bench(
         ],
     )
     prep, _ = prepare(cfg)
-    cls = get_method(method)
-    bb, dim = build_backbone(backbone, size, cfg.cifar_stem)
-    model = cls(bb, dim, cls.Config(**cfg.method_args), prep.num_classes).to(device).train()
-    opt = build_optimizer(model, cfg, _optim_settings(cfg, cls.optim_defaults))
-    preset = get_preset(cls.augment_preset, size)
+    torch.manual_seed(0)
+    parts = build_run(cfg, prep.num_classes, device, prep.budget)  # as the training loop builds
+    model, opt, preset = parts.method.train(), parts.optimizer, parts.preset
     amp = torch.bfloat16 if precision == "bf16" else None
     total = prep.budget.steps
 
@@ -96,13 +87,13 @@ def bench(
         model.on_after_optimizer_step(step, total)
 
     def pipeline_step(i: int) -> None:
-        images, labels = step_batch(prep, i, device)
+        images, labels, extents = step_batch(prep, i, device)
         with single_thread(device):
-            views = make_views(images, preset, view_generator(0, i, device))
+            views = make_views(images, preset, view_generator(0, i, device), extents=extents)
         train_on(views, labels, i)
 
-    images, labels = step_batch(prep, 0, device)
-    fixed_views = make_views(images, preset, view_generator(0, 0, device))
+    images, labels, extents = step_batch(prep, 0, device)
+    fixed_views = make_views(images, preset, view_generator(0, 0, device), extents=extents)
 
     def ceiling_step(i: int) -> None:
         train_on(fixed_views, labels, i)

@@ -20,8 +20,8 @@ import torch
 from divssl import cli
 from divssl.data.pool import parse_spec
 from divssl.errors import ConfigError
+from divssl.pretrain.build import resolve_device
 from divssl.pretrain.config import Config, load_config
-from divssl.pretrain.loop import _device
 
 POOL = "data.pool=world:classes=4:per_class=16:size=16:seed=0"
 
@@ -104,7 +104,7 @@ def test_nonexistent_gpu_index_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     cfg = load_config(None, ["device=cuda:7"])
     with pytest.raises(ConfigError, match="cuda:7 does not exist") as info:
-        _device(cfg)
+        resolve_device(cfg)
     assert info.value.field == "device" and "cuda:1" in (info.value.choices or [])
 
 
@@ -191,7 +191,7 @@ def validate_like_the_cli(overrides: list[str]) -> None:
     cfg = load_config(None, overrides)
     parse_spec(cfg.data.pool)
     if cfg.device in ("cpu", "auto"):
-        _device(cfg)
+        resolve_device(cfg)
 
 
 def test_fuzz_overrides_give_config_error_or_a_valid_config(tmp_path, monkeypatch):

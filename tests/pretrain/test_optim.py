@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from divssl.pretrain.build import build_optimizer, param_groups
 from divssl.pretrain.config import load_config
-from divssl.pretrain.loop import build_optimizer, param_groups
 from divssl.pretrain.optim import LARS
 
 

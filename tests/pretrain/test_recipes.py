@@ -309,7 +309,7 @@ def test_run_recreated_from_its_config_yaml_gives_the_same_run(tmp_path: Path) -
 def _schedule(units: str, n: int, c: int, *extra: str) -> tuple[Any, Any, dict[str, Any]]:
     from divssl.pretrain.backbones import build_backbone
     from divssl.pretrain.budget import Budget
-    from divssl.pretrain.loop import _optim_settings, schedule_epochs
+    from divssl.pretrain.build import optim_settings, schedule_epochs
 
     cfg = load_config(
         None, ["method=swav", "recipe=cifar", "batch_size=16", f"schedule.units={units}", *extra]
@@ -319,12 +319,12 @@ def _schedule(units: str, n: int, c: int, *extra: str) -> tuple[Any, Any, dict[s
     backbone, dim = build_backbone("convnet_tiny")
     method = cls(backbone, dim, cls.Config(**cfg.method_args))
     method.schedule_epochs = schedule_epochs(cfg, budget)
-    return cfg, method, _optim_settings(cfg, method)
+    return cfg, method, optim_settings(cfg, method)
 
 
 def test_schedule_units_epochs_follow_the_subset_steps_follow_the_reference() -> None:
     from divssl.pretrain.budget import frozen
-    from divssl.pretrain.loop import scheduled_lr
+    from divssl.pretrain.build import scheduled_lr
 
     # epochs: N = 160, C = 3200 -> E = 20 epochs of 10 steps; 10 warm-up epochs = half the run,
     # the SwAV queue starts at epoch 50 > E (never), prototypes frozen for 2 epochs = 20 steps.

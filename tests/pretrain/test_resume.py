@@ -11,7 +11,13 @@ from divssl import cli
 from divssl.errors import ConfigError
 from divssl.io import read_json
 from divssl.pretrain.config import config_to_dict, load_config
-from divssl.pretrain.loop import RESUME_FREE_KEYS, clean_stale_tmp, pretrain, resume_differences
+from divssl.pretrain.loop import (
+    RESUME_FREE_KEYS,
+    PretrainSession,
+    clean_stale_tmp,
+    pretrain,
+    resume_differences,
+)
 
 POOL = "world:classes=4:per_class=24:size=16:seed=0"
 
@@ -31,6 +37,14 @@ def _args(run: Path, *extra: str) -> list[str]:
     ]
 
 
+def _kill_after(cfg, steps: int) -> None:
+    """A run stopped after ``steps`` steps as if killed: no checkpoint beyond the periodic ones
+    (the summary says ``interrupted``)."""
+    session = PretrainSession(cfg)
+    session.run(until=steps)
+    session.finish()
+
+
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return {
         p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
@@ -43,7 +57,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 def killed_run(tmp_path_factory) -> Path:
     """A run killed after 3 of its 5 steps (checkpoint at step 2)."""
     run = tmp_path_factory.mktemp("resume") / "run"
-    pretrain(load_config(None, _args(run)), stop_after_steps=3)
+    _kill_after(load_config(None, _args(run)), 3)
     assert read_json(run / "summary.json")["status"] == "interrupted"
     return run
 
@@ -75,7 +89,7 @@ def test_resume_with_changed_config_exits_2_and_writes_nothing(
 
 def test_free_keys_may_change_and_stale_tmp_files_are_cleaned(tmp_path):
     run = tmp_path / "run"
-    pretrain(load_config(None, _args(run)), stop_after_steps=3)
+    _kill_after(load_config(None, _args(run)), 3)
     stale = [run / "checkpoints" / ".last.pt.abc123.tmp", run / ".summary.json.x1.tmp"]
     for path in stale:
         path.write_bytes(b"\0" * 1000)
@@ -115,12 +129,12 @@ def test_resume_check_refuses_before_any_compute(tmp_path, monkeypatch):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text("method: byol\n")
-    import divssl.pretrain.loop as train
+    import divssl.pretrain.build as build
 
     def boom(*args, **kwargs):
         raise AssertionError("a backbone was built")
 
-    monkeypatch.setattr(train, "build_backbone", boom)
+    monkeypatch.setattr(build, "build_backbone", boom)
     with pytest.raises(ConfigError) as info:
         pretrain(load_config(None, _args(run)), resume=True)
     assert info.value.field == "--resume" and "method" in str(info.value)

@@ -9,7 +9,7 @@ from divssl.errors import ConfigError, RunFailed
 from divssl.io import read_json, read_yaml
 from divssl.pretrain.backbones import load_backbone
 from divssl.pretrain.config import load_config
-from divssl.pretrain.loop import pretrain
+from divssl.pretrain.loop import PretrainSession, pretrain
 
 POOL = "world:classes=4:per_class=24:size=16:seed=0"
 
@@ -58,7 +58,7 @@ def test_flops_counted_match_hand_count_for_linear_probe_free_model(tmp_path):
     # FLOPs per image scale with the number of views: two views cost twice one view.
     from divssl.pretrain.augment import get_preset
     from divssl.pretrain.backbones import build_backbone
-    from divssl.pretrain.loop import count_flops_per_image
+    from divssl.pretrain.dry_run import count_flops_per_image
     from divssl.pretrain.methods import get_method
 
     cls = get_method("supervised")
@@ -75,7 +75,9 @@ def test_flops_counted_match_hand_count_for_linear_probe_free_model(tmp_path):
 def test_interrupted_run_resumes_bitwise(tmp_path):
     full = pretrain(_cfg(tmp_path, name="full"))
     cfg = _cfg(tmp_path, name="cut")
-    pretrain(cfg, stop_after_steps=3)
+    session = PretrainSession(cfg)  # killed after step 3: the last checkpoint is step 2's
+    assert not session.run(until=3)
+    session.finish()
     assert read_json(tmp_path / "cut" / "summary.json")["status"] == "interrupted"
     resumed = pretrain(cfg, resume=True)
     a = torch.load(full / "backbone.pt", weights_only=True)
@@ -183,21 +185,6 @@ def test_webdataset_pool_streams_exact_budget(tmp_path):
     assert read_json(run / "ordering.json")["kind"] == "wds-shards"
 
 
-def test_standalone_run_logs_to_a_local_mlflow_store(tmp_path):
-    mlflow = pytest.importorskip("mlflow")
-    uri = f"sqlite:///{tmp_path / 'ml.db'}"
-    run = pretrain(_cfg(tmp_path, "tracking=mlflow", f"mlflow_uri={uri}"))
-    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("divssl-pretrain")
-    runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == 1
-    assert runs[0].data.params["method"] == "simclr"
-    assert runs[0].data.params["budget.images"] == "150"
-    history = client.get_metric_history(runs[0].info.run_id, "pretrain/loss")
-    assert [m.step for m in history] == [1, 2, 3, 4, 5]
-    assert run.name in runs[0].info.run_name
-
-
 def test_composition_run_saves_resolved_parts(tmp_path):
     import yaml as _yaml
 
@@ -274,3 +261,35 @@ def test_views_come_from_whole_non_square_images(tmp_path, monkeypatch):
     assert read_yaml(run2 / "config.yaml")["data"]["store_size"] == 20
     with pytest.raises(ConfigError, match="data.store_size"):
         _cfg(tmp_path, "data.store_size=0")
+
+
+def test_step_limit_stops_with_a_checkpoint_and_resume_finishes_bitwise(tmp_path):
+    full = pretrain(_cfg(tmp_path, "checkpoint_every=100", name="full"))
+    cfg = _cfg(tmp_path, "checkpoint_every=100", name="sliced")
+    pretrain(cfg, step_limit=3)
+    s = read_json(tmp_path / "sliced" / "summary.json")
+    assert s["status"] == "interrupted" and s["images_seen"] == 96  # 3 steps of 32
+    ckpt = torch.load(tmp_path / "sliced" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["step"] == 3  # a checkpoint at the limit, though checkpoint_every is 100
+    assert not (tmp_path / "sliced" / "backbone.pt").exists()
+    done = pretrain(cfg, resume=True, step_limit=100)  # a limit past the end: the whole run
+    assert read_json(done / "summary.json")["status"] == "completed"
+    a = torch.load(full / "backbone.pt", weights_only=True)
+    b = torch.load(done / "backbone.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="step-limit"):
+        pretrain(_cfg(tmp_path, name="zero"), step_limit=0)
+    assert not (tmp_path / "zero").exists()
+
+
+def test_a_run_without_a_terminal_prints_progress_lines(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DIVSSL_PROGRESS_SECONDS", "0")  # a line at every read of the loss
+    pretrain(_cfg(tmp_path))  # pytest captures stderr: not a terminal
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("pretrain:")]
+    assert len(lines) == 5  # log_every=1: one line per step, none repeated at the end
+    first, last = lines[0], lines[-1]
+    assert "step 1/5" in first and "images 32/150" in first
+    assert "step 5/5 (100%)" in last and "images 150/150" in last
+    for line in lines:
+        assert " img/s" in line and "loss " in line and "ETA " in line
+    assert "ETA 0m 00s" in last

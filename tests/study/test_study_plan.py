@@ -13,7 +13,7 @@ import torch
 from divssl.errors import ConfigError
 from divssl.pretrain.config import Config
 from divssl.study import plan as plan_mod
-from divssl.study.plan import build_plan, measure_plan, measure_throughput
+from divssl.study.plan import build_plan, measure_plan
 from divssl.study.runner import prepare_study
 from divssl.study.spec import study_from_tree
 
@@ -133,12 +133,13 @@ def test_flops_are_counted_once_per_distinct_model(tmp_path, monkeypatch):
 
 def test_real_flop_count_matches_the_training_loop(tmp_path):
     from divssl.pretrain.augment import get_preset
-    from divssl.pretrain.loop import count_flops_per_image
+    from divssl.pretrain.build import build_method
+    from divssl.pretrain.dry_run import count_flops_per_image
 
     plan = build_plan(study_from_tree(tiny_tree()), tmp_path)
     cfg = Config.model_validate(plan.runs[0].config)
     torch.manual_seed(0)
-    method = plan_mod.build_method(cfg, None, torch.device("cpu"))
+    method = build_method(cfg, None, torch.device("cpu"))
     want = count_flops_per_image(method, get_preset("simclr", 16), 16, torch.device("cpu"))
     assert plan.models[plan.runs[0].model].flops_per_image == pytest.approx(want)
 
@@ -168,10 +169,3 @@ def test_measurement_is_cached_in_the_study_folder(tmp_path, monkeypatch):
     assert calls == [32]  # served from throughput.json
     measure_plan(again, "cpu", steps=3, warmup=1, batch=8)
     assert calls == [32, 8]
-
-
-def test_real_throughput_measurement_times_training_steps():
-    cfg = Config(batch_size=8, image_size=16)
-    ips, times = measure_throughput(cfg, None, torch.device("cpu"), batch=8, steps=2, warmup=1)
-    assert len(times) == 2 and all(t > 0 for t in times)
-    assert ips == pytest.approx(8 / float(np.median(times)))

@@ -10,7 +10,8 @@ import pytest
 
 from divssl.errors import RunFailed
 from divssl.io import read_json
-from divssl.study.plan import build_plan, load_run_config
+from divssl.pretrain.config import config_from_tree
+from divssl.study.plan import build_plan
 from divssl.study.progress import read_events
 from divssl.study.runner import execute_job, prepare_study, run_study
 from divssl.study.spec import study_from_tree
@@ -113,7 +114,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, quiet_console)
     tree["base"]["budget.images"] = 128  # 4 steps, a checkpoint after each
     plan = build_plan(study_from_tree(tree), tmp_path / "s", count_flops=False)
     (run,) = plan.runs
-    pretrain(load_run_config(run.config), stop_after_steps=2)
+    pretrain(config_from_tree(run.config), step_limit=2)
     assert read_json(run.run_dir / "summary.json")["status"] == "interrupted"
     first_lines = (run.run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in first_lines] == [1, 2]

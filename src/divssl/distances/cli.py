@@ -14,12 +14,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from divssl.distances.settings import DistanceSettings
 from divssl.errors import ConfigError
 from divssl.options import settings_command
+from divssl.progress import Progress
 
 app = typer.Typer(add_completion=False, help="Distribution distances between pools.")
 
@@ -141,16 +141,9 @@ def run_distance(
         device=device,
     )
     feats = {}
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        for spec, pool in pools.items():
-            task = progress.add_task(spec, total=min(len(pool), max_images))
+    for spec, pool in pools.items():
+        # A bar on a terminal, plain lines in a log (nothing moves on a feature-cache hit).
+        with Progress(f"features {spec}", min(len(pool), max_images), unit="image") as bar:
             feats[spec] = pool_features(
                 pool,
                 ext,
@@ -158,7 +151,7 @@ def run_distance(
                 seed,
                 with_acts,
                 batch_size,
-                progress=lambda n, task=task: progress.advance(task, n),
+                progress=lambda n, bar=bar: bar.advance(n),
             )
         ranges = None
         if ref_pool is not None:

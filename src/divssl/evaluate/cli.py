@@ -26,6 +26,7 @@ from divssl.evaluate.settings import (
     RunOptions,
 )
 from divssl.options import settings_command
+from divssl.progress import run_with_activity
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console()
@@ -91,7 +92,9 @@ def _print_rows(
 def _linear(settings: LinearSettings, options: RunOptions, task: str, run: Path | None) -> None:
     from divssl.evaluate.linear import run_linear  # torch: deferred so `divssl --help` stays fast
 
-    result = run_linear(run, task, settings, options)
+    result = run_with_activity(  # a spinner on a terminal, lines in a log
+        f"linear probe on {task}", run_linear, run, task, settings, options
+    )
     rows = [{**r, "chosen": _setting(r["chosen"])} for r in result["results"]]
     _print_rows(
         f"linear probe ({result['protocol']}) on {result['task']['name']}",
@@ -113,7 +116,9 @@ def _setting(chosen: dict[str, Any]) -> str:
 def _knn(settings: KnnSettings, options: RunOptions, task: str, run: Path | None) -> None:
     from divssl.evaluate.knn import run_knn  # torch: deferred so `divssl --help` stays fast
 
-    result = run_knn(run, task, settings, options)
+    result = run_with_activity(  # a spinner on a terminal, lines in a log
+        f"kNN on {task}", run_knn, run, task, settings, options
+    )
     _print_rows(
         f"kNN on {result['task']['name']}",
         ["fraction", "k"],

@@ -7,7 +7,6 @@ resolved config is written into the run dir as ``config.yaml`` and later command
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 import string
@@ -17,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
+from divssl.config_tree import check_keys, get_dotted, merge, set_dotted, validation_error
 from divssl.errors import ConfigError
 from divssl.pretrain.budget import MAX_BUDGET_IMAGES
 
@@ -173,30 +173,6 @@ def _field_names(model: type[BaseModel]) -> list[str]:
     return list(model.model_fields)
 
 
-def _check_keys(tree: dict[str, Any], model: type[BaseModel], prefix: str = "") -> None:
-    """Reject unknown keys, naming the dotted field and the valid keys at that level."""
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if key not in model.model_fields:
-            raise ConfigError(dotted, "unknown key", _field_names(model))
-        annotation = model.model_fields[key].annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            if not isinstance(value, dict):
-                raise ConfigError(dotted, f"expected a mapping, got {value!r}")
-            _check_keys(value, annotation, dotted + ".")
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    node = tree
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(dotted, f"{part!r} is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
 def parse_override(item: str) -> tuple[str, Any]:
     """Split ``KEY=VALUE``; the value is parsed as YAML (numbers, bools, lists, null)."""
     if "=" not in item:
@@ -211,28 +187,6 @@ def parse_override(item: str) -> tuple[str, Any]:
     if key.strip() == "out":
         value = raw  # a path template: `{method}` is a format field, not a YAML mapping
     return key.strip(), value
-
-
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "method_args":
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _validation_to_config_error(exc: ValidationError) -> ConfigError:
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "config"
-    choices = None
-    ctx = err.get("ctx") or {}
-    if "expected" in ctx:
-        choices = [
-            c.strip().strip("'") for c in str(ctx["expected"]).replace(" or ", ",").split(",")
-        ]
-    return ConfigError(field, err["msg"], choices)
 
 
 MAX_YAML_BYTES = 16 * 2**20  # a config or study file is text of a few KiB
@@ -280,11 +234,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         loaded = read_yaml_file(path, "--config") or {}
         if not isinstance(loaded, dict):
             raise ConfigError("--config", "the config file must hold a mapping")
-        tree = _deep_merge(tree, loaded)
+        tree = merge(tree, loaded)
     for item in overrides or []:
         key, value = parse_override(item)
-        _set_dotted(tree, key, value)
-    _check_keys(tree, Config)
+        set_dotted(tree, key, value)
+    return config_from_tree(tree)
+
+
+def config_from_tree(tree: dict[str, Any]) -> Config:
+    """Validate and resolve a nested config tree held in memory (what a config file holds).
+
+    ``divssl pretrain --config FILE KEY=VALUE`` and every grid point of a study go through this
+    one function, so a study accepts exactly what a single run accepts (same defaults, same
+    errors).
+
+    Raises:
+        ConfigError: unknown key, wrong type, bad choice or an inconsistent combination.
+    """
+    check_keys(tree, Config)
     try:
         cfg = Config.model_validate(tree)
     except ValidationError as exc:
@@ -293,6 +260,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     cfg = resolve_config(cfg)
     validate_static(cfg)
     return cfg
+
+
+def _validation_to_config_error(exc: ValidationError) -> ConfigError:
+    # `threads: int | str`: pydantic names the union member it tried (threads.int); drop it.
+    return validation_error(exc, Config, union_tags=("int", "str"))
 
 
 def validate_static(cfg: Config) -> None:
@@ -466,13 +438,6 @@ def check_out(out: str) -> None:
 # ------------------------------------------------------------------------------ recipes
 
 
-def _get_dotted(tree: dict[str, Any], dotted: str) -> Any:
-    node: Any = tree
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
 def _preset_values(cfg: Config) -> dict[str, Any]:
     """View values of a named preset (``augment.preset`` other than ``recipe``)."""
     from divssl.pretrain.augment import get_preset, view_values
@@ -513,8 +478,8 @@ def resolve_config(cfg: Config) -> Config:
     for key, value in values.items():
         if key.startswith("method_args."):
             args.setdefault(key.removeprefix("method_args."), value)
-        elif _get_dotted(tree, key) is None:
-            _set_dotted(tree, key, value)
+        elif get_dotted(tree, key) is None:
+            set_dotted(tree, key, value)
     aug = tree["augment"]
     for field, value in aug["view1"].items():  # views a method does not use: view1's values
         for view in ("view2", "local"):
@@ -553,19 +518,7 @@ def unresolved_keys(cfg: Config) -> list[str]:
     keys += [f"optim.{k}" for k in tree["optim"]]
     keys += [f"augment.{v}.{k}" for v in ("view1", "view2", "local") for k in tree["augment"][v]]
     keys += ["augment.n_local_crops", "augment.local_size", "augment.mean", "augment.std"]
-    return [k for k in keys if _get_dotted(tree, k) is None]
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists and empty dicts stay values)."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, dotted + "."))
-        else:
-            out[dotted] = value
-    return out
+    return [k for k in keys if get_dotted(tree, k) is None]
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

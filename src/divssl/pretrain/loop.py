@@ -1,25 +1,26 @@
 """The budgeted pretraining loop: exactly C images, precision, DDP, checkpoints, exact resume.
 
-One run, top to bottom:
+One run (:class:`PretrainSession`; :func:`pretrain` does all of it):
 
-1. ``prepare``: validate everything that needs data (pool, subset, budget) before writing a file;
-2. build backbone + method + optimizer (LARS with LARC clipping, ``divssl.pretrain.optim``; biases
-   and
-   norms without decay or adaptation where the recipe says so), SyncBatchNorm under DDP;
-3. resume from ``checkpoints/last.pt`` when asked;
-4. per step: take the step's slice of the budgeted image stream, make views on the device with a
-   generator seeded by (augment seed, step, rank), forward/backward under autocast, method hooks,
-   schedules set from (step, total_steps), optimizer step;
-5. log ``metrics.jsonl``, checkpoint every K steps, export ``backbone.pt`` and ``summary.json``.
+1. open: :func:`prepare` validates everything that needs data (pool, subset, budget) before a
+   file is written; resume checks; ``config.yaml`` and the ordering are written; the method,
+   optimizer (LARS with LARC clipping, SGD or AdamW) and views come from
+   :func:`divssl.pretrain.build.build_run` (the study planner builds the same), SyncBatchNorm
+   under DDP; ``checkpoints/last.pt`` is restored when resuming;
+2. steps (:meth:`PretrainSession.run`): take the step's slice of the budgeted image stream, make
+   views on the device with a generator seeded by (augment seed, step, rank), forward/backward
+   under autocast, method hooks, schedules set from (step, total_steps), optimizer step; log
+   ``metrics.jsonl``, checkpoint every K steps, show progress (:class:`divssl.progress.Progress`);
+3. finish (:meth:`PretrainSession.finish`): ``backbone.pt`` and ``summary.json``.
 
 Randomness is derived per step (views) or saved in checkpoints (global torch RNG for dropout), so
 an interrupted-and-resumed run on CPU with ``deterministic=true`` ends with bitwise-equal weights.
+Tracking of standalone runs in MLflow is the CLI's job (``divssl pretrain``); a study's runner
+logs its runs with their grid factors.
 """
 
 from __future__ import annotations
 
-import copy
-import math
 import random
 import sys
 import time
@@ -36,6 +37,7 @@ from torch import nn
 import divssl
 from divssl import distributed as dist
 from divssl.cache import cache_key
+from divssl.config_tree import flatten
 from divssl.data.cache import StoredPool, default_store_size, load_stored_pool, pixel_limit
 from divssl.data.ordering import (
     Ordering,
@@ -47,18 +49,22 @@ from divssl.data.ordering import (
 from divssl.data.pool import Pool, open_pool
 from divssl.errors import ConfigError, RunFailed
 from divssl.io import atomic_torch_save, atomic_write_json, atomic_write_yaml, read_json
-from divssl.pretrain.augment import AugmentPreset, make_views, preset_from_config
-from divssl.pretrain.backbones import build_backbone, export_backbone
-from divssl.pretrain.budget import (
-    Budget,
-    resolve_images,
-    scaled_lr,
-    stream_positions,
-    warmup_cosine,
+from divssl.pretrain.augment import make_views
+from divssl.pretrain.backbones import export_backbone
+from divssl.pretrain.budget import Budget, stream_positions
+from divssl.pretrain.build import (
+    RunParts,
+    build_run,
+    make_budget,
+    num_classes_of,
+    resolve_device,
+    set_schedules,
+    subset_size,
 )
-from divssl.pretrain.config import Config, config_to_dict, flatten, resolve_config
+from divssl.pretrain.config import Config, config_to_dict, resolve_config
+from divssl.pretrain.dry_run import count_flops_per_image
 from divssl.pretrain.methods import Method, get_method
-from divssl.pretrain.optim import LARS
+from divssl.progress import Progress, plain_every
 from divssl.threads import ThreadPolicy, single_thread
 
 
@@ -79,7 +85,9 @@ class Prepared:
     stream_loader: Any = None  # the WebDataset loader, once streaming started
 
 
-def _open_training_pool(cfg: Config) -> tuple[Pool, dict[str, Any] | None]:
+def open_training_pool(cfg: Config) -> tuple[Pool, dict[str, Any] | None]:
+    """The run's pool as pretraining reads it (a composition's parts resolved) and the record of
+    the composition (``None`` for a plain pool)."""
     if cfg.data.composition is not None:
         from divssl.data.composition import ComposedPool, parse_composition, resolve_composition
 
@@ -88,7 +96,8 @@ def _open_training_pool(cfg: Config) -> tuple[Pool, dict[str, Any] | None]:
         if cfg.data.task is not None:
             from divssl.evaluate.tasks import open_task
 
-            task_classes = list(open_task(cfg.data.task).class_names)
+            names = open_task(cfg.data.task).class_names
+            task_classes = None if names is None else list(names)
         resolved = resolve_composition(comp, task_classes)
         return ComposedPool(resolved), resolved.to_json()
     return open_pool(cfg.data.pool), None
@@ -100,15 +109,6 @@ def _run_dir(cfg: Config, budget_images: int, n: int) -> Path:
             method=cfg.method, backbone=cfg.backbone, budget=budget_images, n=n, seed=cfg.seed
         )
     )
-
-
-def _subset_size(cfg: Config, pool_len: int) -> int:
-    size, fraction = cfg.subset.size, cfg.subset.fraction
-    if size is None:
-        size = max(1, round((1.0 if fraction is None else fraction) * pool_len))
-    if size > pool_len:
-        raise ConfigError("subset.size", f"N={size} is larger than the pool ({pool_len} images)")
-    return size
 
 
 def _decoded_subset(ordering: Ordering, pool: Pool, n: int) -> np.ndarray:
@@ -132,8 +132,8 @@ def prepare(cfg: Config) -> tuple[Prepared, dict[str, Any] | None]:
         ConfigError: any inconsistency (N larger than the pool, C < minimum batch, ...).
     """
     method_cls = get_method(cfg.method)
-    raw_pool, composition = _open_training_pool(cfg)
-    n = _subset_size(cfg, len(raw_pool))
+    raw_pool, composition = open_training_pool(cfg)
+    n = subset_size(cfg, len(raw_pool))
     if raw_pool.streaming:
         from divssl.data.stream import stream_subset
 
@@ -145,7 +145,8 @@ def prepare(cfg: Config) -> tuple[Prepared, dict[str, Any] | None]:
             "pool_manifest": raw_pool.manifest_hash(),
         }
         record["hash"] = cache_key(record)
-        pool, corrupt, subset, ordering = raw_pool, [], np.arange(n), None
+        corrupt: list[str] = []
+        pool, subset, ordering = raw_pool, np.arange(n), None
     else:
         if cfg.subset.ordering is not None:
             ordering = load_ordering(cfg.subset.ordering)
@@ -154,24 +155,15 @@ def prepare(cfg: Config) -> tuple[Prepared, dict[str, Any] | None]:
             ordering = make_ordering(raw_pool, seed=cfg.subset.seed, balanced=cfg.subset.balanced)
         pool, corrupt = _decode_pool(cfg, raw_pool)
         if cfg.subset.size is None:  # a fraction (default 1) of the decodable images
-            n = _subset_size(cfg, len(pool))
+            n = subset_size(cfg, len(pool))
         subset = _decoded_subset(ordering, pool, n)
         record = {
             "kind": "permutation",
             "hash": ordering.hash,
             "pool_manifest": ordering.pool_manifest,
         }
-    c = resolve_images(cfg.budget.images, cfg.budget.epochs, len(subset))
-    assert cfg.batch_size is not None, "resolve_config fills batch_size"
-    budget = Budget(
-        images=c,
-        unique_images=len(subset),
-        global_batch=cfg.batch_size,
-        min_batch=2 * dist.world_size(),
-    )
-    num_classes = len(pool.class_names) if pool.class_names else None
-    if num_classes is None and pool.labels is not None and (pool.labels >= 0).any():
-        num_classes = int(pool.labels.max()) + 1
+    budget = make_budget(cfg, len(subset), dist.world_size())
+    num_classes = num_classes_of(pool)
     if method_cls.needs_labels and num_classes is None:
         raise ConfigError("method", f"{cfg.method} needs a labelled pool; {cfg.data.pool} has none")
     prepared = Prepared(
@@ -183,7 +175,7 @@ def prepare(cfg: Config) -> tuple[Prepared, dict[str, Any] | None]:
         subset,
         budget,
         method_cls,
-        _run_dir(cfg, c, len(subset)),
+        _run_dir(cfg, budget.images, len(subset)),
         num_classes,
     )
     return prepared, composition
@@ -201,128 +193,15 @@ def _decode_pool(cfg: Config, raw_pool: Pool) -> tuple[StoredPool, list[str]]:
     files in batches on the GPU when training on CUDA (``divssl.data.gpu_decode``; in-memory
     cache only), else the CPU decoding pass."""
     with pixel_limit(cfg.data.max_pixels):  # larger images are refused as corrupt
-        if _device(cfg).type == "cuda" and cfg.data.cache == "memory" and hasattr(raw_pool, "path"):
+        device = resolve_device(cfg)
+        if device.type == "cuda" and cfg.data.cache == "memory" and hasattr(raw_pool, "path"):
             from divssl.data.gpu_decode import load_file_store
 
-            return load_file_store(raw_pool, store_size(cfg), _device(cfg))
+            return load_file_store(raw_pool, store_size(cfg), device)
         pool, stats = load_stored_pool(
             raw_pool, store_size(cfg), cache=cfg.data.cache, workers=cfg.data.workers
         )
     return pool, list(stats.corrupt)
-
-
-# ----------------------------------------------------------------------------------- building
-
-
-def _device(cfg: Config) -> torch.device:
-    if cfg.device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", dist.local_rank())
-        return torch.device("cpu")
-    device = torch.device(cfg.device)
-    if device.type == "cuda":  # refuse a missing GPU here, before the run dir is written
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ConfigError("device", f"{cfg.device} requested but torch sees no GPU", ("cpu",))
-        if device.index is not None and device.index >= count:
-            choices = ["cpu", "cuda", *(f"cuda:{i}" for i in range(count))]
-            raise ConfigError("device", f"{cfg.device} does not exist", choices)
-    return device
-
-
-def _autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
-    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
-def _optim_settings(cfg: Config, method: Method) -> dict[str, Any]:
-    """The resolved optimizer values of a run (``resolve_config`` filled every one)."""
-    o = cfg.optim
-    return {
-        "name": o.name,
-        "base_lr": o.base_lr,
-        "weight_decay": o.weight_decay,
-        "final_weight_decay": o.final_weight_decay,
-        "warmup_fraction": method.epochs_fraction(float(o.warmup_epochs or 0.0)),
-        "warmup_start_lr": o.warmup_start_lr,
-    }
-
-
-def param_groups(
-    model: nn.Module, weight_decay: float, exclude_bias_norm: bool = True
-) -> list[dict[str, Any]]:
-    """Parameter groups: decayed weights, and biases/normalisation parameters (1-D) which, with
-    ``exclude_bias_norm`` (solo-learn's ``exclude_bias_n_norm``), get neither decay nor LARS
-    adaptation; without it every parameter is decayed and adapted (SwAV's LARC, torchvision)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        excluded = exclude_bias_norm and (p.ndim <= 1 or name.endswith(".bias"))
-        (no_decay if excluded else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay, "decays": True, "lars_adapt": True}]
-    if no_decay:
-        groups.append(
-            {"params": no_decay, "weight_decay": 0.0, "decays": False, "lars_adapt": False}
-        )
-    return groups
-
-
-def build_optimizer(
-    model: nn.Module, cfg: Config, settings: dict[str, Any]
-) -> torch.optim.Optimizer:
-    """SGD, LARS (``divssl.pretrain.optim.LARS``, LARC clipping per ``optim.lars_clip``) or
-    AdamW."""
-    o = cfg.optim
-    groups = param_groups(model, settings["weight_decay"], bool(o.exclude_bias_norm))
-    assert cfg.batch_size is not None
-    lr = scaled_lr(settings["base_lr"], cfg.batch_size)
-    name = settings["name"]
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=float(o.momentum or 0.0))
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
-    return LARS(
-        groups,
-        lr=lr,
-        momentum=float(o.momentum or 0.0),
-        eta=float(o.lars_eta or 0.0),
-        clip=bool(o.lars_clip),
-    )
-
-
-def scheduled_lr(step: int, total: int, cfg: Config, settings: dict[str, Any]) -> float:
-    """LR at ``step``: linear warm-up from ``warmup_start_lr`` (solo-learn's
-    ``LinearWarmupCosineAnnealingLR``; 0 starts at ``peak / warmup_steps``), then cosine to
-    ``peak * final_lr_fraction``."""
-    assert cfg.batch_size is not None
-    peak = scaled_lr(settings["base_lr"], cfg.batch_size)
-    final = peak * float(cfg.optim.final_lr_fraction or 0.0)
-    warm = settings["warmup_fraction"]
-    start = float(settings["warmup_start_lr"] or 0.0)
-    warmup_steps = int(round(warm * total))
-    if start > 0 and step < warmup_steps:
-        return start + (peak - start) * step / warmup_steps
-    return warmup_cosine(step, total, peak, final, warm)
-
-
-def _set_schedules(
-    opt: torch.optim.Optimizer, step: int, total: int, cfg: Config, settings: dict[str, Any]
-) -> tuple[float, float]:
-    lr = scheduled_lr(step, total, cfg, settings)
-    wd0 = settings["weight_decay"]
-    wd1 = settings["final_weight_decay"]
-    wd = (
-        wd0
-        if wd1 is None or wd1 == wd0
-        else wd1 - (wd1 - wd0) * (1 + math.cos(math.pi * step / max(1, total - 1))) / 2
-    )
-    for group in opt.param_groups:
-        group["lr"] = lr
-        if group.get("decays", True):
-            group["weight_decay"] = wd
-    return lr, wd
 
 
 # ------------------------------------------------------------------------------------ batches
@@ -418,29 +297,6 @@ def view_generator(seed: int, step: int, device: torch.device) -> torch.Generato
 
 
 # ----------------------------------------------------------------------------------- counting
-
-
-def count_flops_per_image(
-    method: Method, preset: AugmentPreset, image_size: int, device: torch.device
-) -> float:
-    """FLOPs of one source image's training step (all views, forward + backward), counted with
-    ``torch.utils.flop_counter`` on a copy of the method (the real one is not touched)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    probe = copy.deepcopy(method).to(device).train()
-    b = 4
-    g = torch.Generator(device=device)
-    g.manual_seed(0)
-    images = torch.randint(
-        0, 256, (b, 3, image_size, image_size), dtype=torch.uint8, generator=g, device=device
-    )
-    views = make_views(images, preset, g)
-    labels = torch.zeros(b, dtype=torch.long, device=device)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        out = probe.training_step(views, labels, 0, 10)
-        out.loss.backward()
-    return counter.get_total_flops() / b
 
 
 # Dense peak FLOP/s per device and precision (no sparsity), from NVIDIA's datasheets; fp32 = plain
@@ -686,107 +542,49 @@ def clean_stale_tmp(run_dir: Path) -> list[Path]:
     return removed
 
 
-def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = None) -> Path:
-    """Run one budgeted pretraining run and return its run dir.
+def _refuse_existing_run(run_dir: Path, resume: bool, device: torch.device) -> None:
+    """Refuse a run dir that already holds a finished or interrupted run (without ``resume``).
 
-    Args:
-        cfg: validated config.
-        resume: continue from ``checkpoints/last.pt`` if it exists.
-        stop_after_steps: stop (as if killed) once this many steps are done in total; used to
-            test exact resume. The run's status is then ``interrupted``.
+    Every rank decides together (a max over ranks of "I see a summary.json"), so under DDP all
+    ranks raise the same error instead of the others waiting for rank 0 in a collective.
 
     Raises:
-        ConfigError: invalid input, detected before anything is written.
-        RunFailed: a non-finite loss (summary.json records ``status: failed``).
+        ConfigError: naming ``out``.
     """
-    dist.init_from_env()  # no-op for a single process; torchrun sets WORLD_SIZE/RANK
-    _device(cfg)  # a missing device is refused before any data is decoded
-    cfg = resolve_config(cfg)  # idempotent; fills every value the recipe gives
-    how = cfg._recipe_picked
-    if dist.rank() == 0:
-        print(f"divssl: recipe {cfg.recipe} ({how}); see `divssl recipes`", file=sys.stderr)
-    prep, composition = prepare(cfg)
-    run_dir = prep.run_dir
-    is_main = dist.rank() == 0
-    ckpt_path = run_dir / "checkpoints" / "last.pt"
     if resume:
-        check_resume_config(run_dir, cfg)  # every rank, so none waits on a refused run
-        if is_main:
-            clean_stale_tmp(run_dir)
-    if is_main and run_dir.exists() and not resume and (run_dir / "summary.json").exists():
+        return
+    seen = torch.tensor([float((run_dir / "summary.json").exists())], device=device)
+    if dist.all_reduce_max(seen).item() > 0:
         raise ConfigError(
             "out", f"run dir {run_dir} already holds a run; pass --resume or choose another `out`"
         )
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True)
-    device = _device(cfg)
-    threads = ThreadPolicy(cfg.threads, device, adaptive=not cfg.deterministic)
-    threads.start()
-    torch.manual_seed(cfg.seed_for("init"))
-    random.seed(cfg.seed_for("init"))
-    backbone, feat_dim = build_backbone(cfg.backbone, cfg.image_size, cfg.cifar_stem)
-    method = prep.method_cls(
-        backbone, feat_dim, prep.method_cls.Config(**cfg.method_args), prep.num_classes
-    ).to(device)
-    if cfg.channels_last:
-        method = method.to(memory_format=torch.channels_last)
-    budget = prep.budget
-    total = budget.steps
-    method.schedule_epochs = schedule_epochs(cfg, budget)
-    if dist.is_dist() and cfg.sync_batchnorm:
-        from divssl.pretrain.syncbn import convert_sync_batchnorm
 
-        method = convert_sync_batchnorm(method, device)  # type: ignore[assignment]
-    settings = _optim_settings(cfg, method)
-    opt = build_optimizer(method, cfg, settings)
-    preset = preset_from_config(cfg)
 
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        resolved = config_to_dict(cfg)
-        resolved["data"]["store_size"] = store_size(cfg)  # the effective value, not null
-        atomic_write_yaml(run_dir / "config.yaml", resolved)
-        if prep.ordering is not None:
-            save_ordering(prep.ordering, run_dir / "ordering.json")
-        else:
-            atomic_write_json(run_dir / "ordering.json", prep.ordering_record)
-        if composition is not None:
-            atomic_write_json(run_dir / "composition.json", composition)
-    flops_per_image = count_flops_per_image(method, preset, cfg.image_size, device)
+def _write_run_files(prep: Prepared, composition: dict[str, Any] | None) -> None:
+    """config.yaml (every effective value), the ordering used and the composition (rank 0)."""
+    cfg, run_dir = prep.cfg, prep.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = config_to_dict(cfg)
+    resolved["data"]["store_size"] = store_size(cfg)  # the effective value, not null
+    atomic_write_yaml(run_dir / "config.yaml", resolved)
+    if prep.ordering is not None:
+        save_ordering(prep.ordering, run_dir / "ordering.json")
+    else:
+        atomic_write_json(run_dir / "ordering.json", prep.ordering_record)
+    if composition is not None:
+        atomic_write_json(run_dir / "composition.json", composition)
 
-    start_step, images_seen, wall_before = 0, 0, 0.0
-    if resume and ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path, method, opt)
-        start_step = int(ckpt["step"])
-        images_seen = int(ckpt["extra"]["images_seen"])
-        wall_before = float(ckpt["extra"]["wall_seconds"])
-        if is_main:
-            _trim_metrics(run_dir / "metrics.jsonl", start_step)
-    elif is_main:
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
 
-    train_module: nn.Module = method
-    if dist.is_dist():
-        from torch.nn.parallel import DistributedDataParallel
-
-        train_module = DistributedDataParallel(
-            method,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            broadcast_buffers=False,
-        )
-    if cfg.compile:
-        # The backbone holds the step's FLOPs and takes only the views, so it compiles once; the
-        # method's step takes Python ints (step, total) and schedules, which would recompile.
-        # In place: state_dict keys, checkpoints and backbone.pt stay unchanged.
-        method.backbone.compile()
-    logger = _Logger(run_dir, is_main, cfg.tracking in ("tensorboard", "mlflow"))
-    amp_dtype = _autocast_dtype(cfg, device)
-    status = "running"
-    summary_base = {
+def _summary_base(
+    prep: Prepared, parts: RunParts, flops_per_image: float, device: torch.device
+) -> dict[str, Any]:
+    """The summary fields known before the first step."""
+    cfg, budget = prep.cfg, prep.budget
+    return {
         "method": cfg.method,
         "backbone": cfg.backbone,
         "recipe": cfg.recipe,
-        "recipe_picked": how,  # "auto: image_size N" or "given"
+        "recipe_picked": cfg._recipe_picked,  # "auto: image_size N" or "given"
         "schedule_units": cfg.schedule.units,
         "pool": cfg.data.pool if cfg.data.composition is None else "composition",
         "pool_manifest": prep.ordering_record["pool_manifest"],
@@ -795,148 +593,333 @@ def pretrain(cfg: Config, resume: bool = False, stop_after_steps: int | None = N
         "unique_images": budget.unique_images,
         "epochs": budget.epochs,
         "diversity": budget.diversity,
-        "steps": total,
+        "steps": budget.steps,
         "global_batch": cfg.batch_size,
-        "views_per_image": preset.n_views,
+        "views_per_image": parts.preset.n_views,
         "flops_per_image": flops_per_image,
         "corrupt_images": len(prep.corrupt),
         "store_size": store_size(cfg),
         "normalization": "compute" if cfg.budget.images is not None else "epoch",
         "world_size": dist.world_size(),
         "device": str(device),
-        "precision": "bf16" if amp_dtype is not None else "fp32",
+        "precision": "bf16" if parts.amp_dtype is not None else "fp32",
         "torch_version": torch.__version__,
         "divssl_version": divssl.__version__,
     }
-    batch_iter = batches(prep, start_step, device)
-    progress = _Progress(total, start_step, budget, enabled=is_main)
-    meter = LossMeter(device)
-    window_lrs: dict[int, float] = {}  # lr of each step since the last read (host values)
-    t0 = time.perf_counter()
-    warm: tuple[float, int] | None = None  # (clock, images) after the first step
-    last: dict[str, Any] = {"loss": float("nan"), "lr": 0.0, "wd": 0.0}
-    step = start_step
 
-    def read_meter(done: int, logs: dict[str, float]) -> None:
+
+def _wrap_ddp(method: Method, device: torch.device) -> nn.Module:
+    """The module the steps call: DDP around the method under torch.distributed."""
+    if not dist.is_dist():
+        return method
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        method,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        broadcast_buffers=False,
+    )
+
+
+class PretrainSession:
+    """One budgeted pretraining run in three parts: open (setup), :meth:`run` (the steps) and
+    :meth:`finish` (summary, ``backbone.pt``).
+
+    :func:`pretrain` does all three. A caller that wants to stop early (a time-sliced job, a
+    test of exact resume) calls :meth:`run` with ``until`` and then :meth:`finish`: the run
+    dir then says ``status: interrupted`` and ``--resume`` continues from the last checkpoint.
+
+    Opening validates everything that needs data before anything is written, writes
+    ``config.yaml`` and the ordering, builds the run (:func:`divssl.pretrain.build.build_run`),
+    counts FLOPs per image and restores ``checkpoints/last.pt`` when resuming.
+
+    Args:
+        cfg: validated config (resolved here again; idempotent).
+        resume: continue from ``checkpoints/last.pt`` if it exists.
+
+    Raises:
+        ConfigError: invalid input, detected before anything is written (on every rank).
+    """
+
+    def __init__(self, cfg: Config, resume: bool = False) -> None:
+        dist.init_from_env()  # no-op for a single process; torchrun sets WORLD_SIZE/RANK
+        plain_every()  # a bad DIVSSL_PROGRESS_SECONDS is refused before anything is written
+        device = resolve_device(cfg)  # a missing device is refused before any data is decoded
+        cfg = resolve_config(cfg)  # idempotent; fills every value the recipe gives
+        self.is_main = dist.rank() == 0
+        if self.is_main:
+            print(
+                f"divssl: recipe {cfg.recipe} ({cfg._recipe_picked}); see `divssl recipes`",
+                file=sys.stderr,
+            )
+        prep, composition = prepare(cfg)
+        self.cfg, self.prep, self.device = cfg, prep, device
+        self.run_dir = prep.run_dir
+        self.ckpt_path = self.run_dir / "checkpoints" / "last.pt"
+        if resume:
+            check_resume_config(self.run_dir, cfg)  # every rank, so none waits on a refused run
+            if self.is_main:
+                clean_stale_tmp(self.run_dir)
+        _refuse_existing_run(self.run_dir, resume, device)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+        self.threads = ThreadPolicy(cfg.threads, device, adaptive=not cfg.deterministic)
+        self.threads.start()
+        torch.manual_seed(cfg.seed_for("init"))
+        random.seed(cfg.seed_for("init"))
+        self.parts = build_run(cfg, prep.num_classes, device, prep.budget)
+        self.method = self.parts.method
+        if self.is_main:
+            _write_run_files(prep, composition)
+        self.flops_per_image = count_flops_per_image(
+            self.method, self.parts.preset, cfg.image_size, device
+        )
+        self.step, self.images_seen, self.wall_before = 0, 0, 0.0
+        if resume and self.ckpt_path.is_file():
+            ckpt = load_checkpoint(self.ckpt_path, self.method, self.parts.optimizer)
+            self.step = int(ckpt["step"])
+            self.images_seen = int(ckpt["extra"]["images_seen"])
+            self.wall_before = float(ckpt["extra"]["wall_seconds"])
+            if self.is_main:
+                _trim_metrics(self.run_dir / "metrics.jsonl", self.step)
+        elif self.is_main:
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        self.train_module = _wrap_ddp(self.method, device)
+        if cfg.compile:
+            # The backbone holds the step's FLOPs and takes only the views, so it compiles once;
+            # the method's step takes Python ints (step, total) and schedules, which would
+            # recompile. In place: state_dict keys, checkpoints and backbone.pt stay unchanged.
+            self.method.backbone.compile()
+        self.summary = _summary_base(prep, self.parts, self.flops_per_image, device)
+        self.logger = _Logger(self.run_dir, self.is_main, cfg.tracking in ("tensorboard", "mlflow"))
+        self.progress = Progress(
+            "pretrain",
+            prep.budget.steps,
+            start=self.step,
+            images_total=prep.budget.images,
+            images_start=self.images_seen,
+            enabled=self.is_main,
+        )
+        self.meter = LossMeter(device)
+        self.window_lrs: dict[int, float] = {}  # lr of each step since the last read (host)
+        self.last: dict[str, Any] = {"loss": float("nan"), "lr": 0.0, "wd": 0.0}
+        self.warm: tuple[float, int] | None = None  # (clock, images) after the first step
+        self.t0 = time.perf_counter()
+        self.batch_iter = batches(prep, self.step, device)
+        self.status = "running"
+        self.closed = False
+
+    @property
+    def total(self) -> int:
+        """Optimizer steps of the whole run."""
+        return self.prep.budget.steps
+
+    def wall_seconds(self) -> float:
+        """Training wall time of the run so far (earlier sessions included)."""
+        return self.wall_before + time.perf_counter() - self.t0
+
+    # --------------------------------------------------------------------------------- steps
+
+    def run(self, until: int | None = None) -> bool:
+        """Train up to ``until`` steps done in total (default: the whole run).
+
+        Logs ``metrics.jsonl`` every ``log_every`` steps and checkpoints every
+        ``checkpoint_every`` steps and at the end of the run.
+
+        Returns:
+            Whether the run is complete.
+
+        Raises:
+            RunFailed: a non-finite loss; ``summary.json`` records ``status: failed``.
+        """
+        stop = self.total if until is None else min(int(until), self.total)
+        self.method.train()
+        try:
+            while self.step < stop:
+                self._step()
+        except RunFailed as exc:
+            self._fail(exc)
+            raise
+        return self.step == self.total
+
+    def _step(self) -> None:
+        """One optimizer step, as numbered stages."""
+        cfg, step, total, opt = self.cfg, self.step, self.total, self.parts.optimizer
+        budget = self.prep.budget
+        # 1. schedules and this step's batch
+        self.threads.maybe_adapt()
+        lr, wd = set_schedules(opt, step, total, cfg, self.parts.settings)
+        self.window_lrs[step] = lr
+        images, labels, extents = next(self.batch_iter)
+        # 2. views on the device, from a generator seeded by (augment seed, step, rank)
+        with single_thread(self.device):
+            views = make_views(
+                images,
+                self.parts.preset,
+                view_generator(cfg.seed_for("augment"), step, self.device),
+                extents=extents,
+            )
+        if cfg.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        # 3. forward under autocast, backward, method hooks, optimizer step
+        amp = self.parts.amp_dtype
+        with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            out = self.train_module(views, labels, step, total)
+        self.meter.update(out.loss, step)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        self.method.on_before_optimizer_step(step, total)
+        if cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.method.parameters(), cfg.optim.grad_clip)
+        opt.step()
+        self.method.on_after_optimizer_step(step, total)
+        # 4. counters, logs and checkpoints
+        self.images_seen += budget.batch_sizes[step]
+        self.last.update({"lr": lr, "wd": wd})
+        self.step = done = step + 1
+        if self.warm is None:
+            _synchronize(self.device)
+            self.warm = (time.perf_counter(), self.images_seen)
+        log_now = done % cfg.log_every == 0 or done == total
+        ckpt_now = self.is_main and (done % cfg.checkpoint_every == 0 or done == total)
+        if log_now or ckpt_now:
+            self._read_meter(out.logs)
+        if log_now:
+            self.logger.log(
+                {
+                    "step": done,
+                    "images_seen": self.images_seen,
+                    **self.last,
+                    "images_per_step": budget.batch_sizes[step],
+                    "flops": self.flops_per_image * self.images_seen,
+                    "wall_seconds": self.wall_seconds(),
+                }
+            )
+        if ckpt_now:
+            self.checkpoint()
+
+    def _read_meter(self, logs: dict[str, float]) -> None:
         # The only host synchronisation of the loop: at log_every, checkpoints and the end.
-        loss_last, loss_mean, bad, bad_value = meter.read()
+        loss_last, loss_mean, bad, bad_value = self.meter.read()
         if bad is not None:
+            lr = self.window_lrs.get(bad, float("nan"))
             raise RunFailed(
-                _nan_diagnosis(bad, bad_value, logs, window_lrs.get(bad, float("nan")), method)
-                + f" (detected at step {done - 1}, the first read after it)"
+                _nan_diagnosis(bad, bad_value, logs, lr, self.method)
+                + f" (detected at step {self.step - 1}, the first read after it)"
             )
-        window_lrs.clear()
-        last.update({"loss": loss_last, "loss_mean": loss_mean, **logs})
-        progress.update(done - 1, images_seen, loss_last)
+        self.window_lrs.clear()
+        self.last.update({"loss": loss_last, "loss_mean": loss_mean, **logs})
+        self.progress.update(self.step, self.images_seen, loss=loss_last)
 
-    try:
-        method.train()
-        for step in range(start_step, total):
-            if stop_after_steps is not None and step >= stop_after_steps:
-                status = "interrupted"
-                break
-            threads.maybe_adapt()
-            lr, wd = _set_schedules(opt, step, total, cfg, settings)
-            window_lrs[step] = lr
-            images, labels, extents = next(batch_iter)
-            with single_thread(device):
-                views = make_views(
-                    images,
-                    preset,
-                    view_generator(cfg.seed_for("augment"), step, device),
-                    extents=extents,
-                )
-            if cfg.channels_last:
-                views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-            with torch.autocast(
-                device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-            ):
-                out = train_module(views, labels, step, total)
-            loss = out.loss
-            meter.update(loss, step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            method.on_before_optimizer_step(step, total)
-            if cfg.optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.optim.grad_clip)
-            opt.step()
-            method.on_after_optimizer_step(step, total)
-            images_seen += budget.batch_sizes[step]
-            last.update({"lr": lr, "wd": wd})
-            done = step + 1
-            if warm is None:
-                _synchronize(device)
-                warm = (time.perf_counter(), images_seen)
-            log_now = done % cfg.log_every == 0 or done == total
-            ckpt_now = is_main and (done % cfg.checkpoint_every == 0 or done == total)
-            if log_now or ckpt_now:
-                read_meter(done, out.logs)
-            if log_now:
-                elapsed = wall_before + time.perf_counter() - t0
-                logger.log(
-                    {
-                        "step": done,
-                        "images_seen": images_seen,
-                        **last,
-                        "images_per_step": budget.batch_sizes[step],
-                        "flops": flops_per_image * images_seen,
-                        "wall_seconds": elapsed,
-                    }
-                )
-            if ckpt_now:
-                save_checkpoint(
-                    ckpt_path,
-                    method,
-                    opt,
-                    done,
-                    {
-                        "images_seen": images_seen,
-                        "wall_seconds": wall_before + time.perf_counter() - t0,
-                    },
-                )
-        else:
-            status = "completed"
-        if meter.count:  # interrupted between reads
-            read_meter(step if status == "interrupted" else step + 1, {})
-        _synchronize(device)
-        summary_base.update(
+    def checkpoint(self) -> None:
+        """Write ``checkpoints/last.pt`` at the current step (rank 0)."""
+        if not self.is_main:
+            return
+        extra = {"images_seen": self.images_seen, "wall_seconds": self.wall_seconds()}
+        save_checkpoint(self.ckpt_path, self.method, self.parts.optimizer, self.step, extra)
+
+    # -------------------------------------------------------------------------------- finish
+
+    def finish(self) -> Path:
+        """End the session: ``summary.json`` (``completed`` or ``interrupted``), ``backbone.pt``
+        of a completed run, and the thread settings restored.
+
+        Returns:
+            The run dir.
+
+        Raises:
+            RunFailed: a non-finite loss among the steps not read yet.
+        """
+        self.status = "completed" if self.step == self.total else "interrupted"
+        try:
+            if self.meter.count:  # steps since the last read
+                self._read_meter({})
+        except RunFailed as exc:
+            self._fail(exc)
+            raise
+        _synchronize(self.device)
+        self.summary.update(
             _speed_record(
-                time.perf_counter(), warm, images_seen, flops_per_image, device, cfg, amp_dtype
+                time.perf_counter(),
+                self.warm,
+                self.images_seen,
+                self.flops_per_image,
+                self.device,
+                self.cfg,
+                self.parts.amp_dtype,
             )
         )
-        summary_base["threads"] = threads.record()
-    except RunFailed as exc:
-        status = "failed"
-        summary_base["threads"] = threads.record()
-        if is_main:
-            _write_summary(
-                run_dir,
-                summary_base,
-                status,
-                images_seen,
-                wall_before,
-                t0,
-                flops_per_image,
-                error=str(exc),
-            )
-        raise
+        self.summary["threads"] = self.threads.record()
+        self.close()
+        if self.prep.stream_loader is not None:
+            self.summary.update(stream_counts(self.prep.stream_loader, self.prep.budget))
+        if dist.is_dist():
+            self.summary["replica_max_abs_diff"] = replica_drift(self.method)
+        if self.is_main:
+            if self.status == "completed":
+                export_backbone(self.method.backbone, self.run_dir / "backbone.pt")
+            self._write_summary(final=self.last)
+        return self.run_dir
+
+    def _fail(self, exc: RunFailed) -> None:
+        self.status = "failed"
+        self.summary["threads"] = self.threads.record()
+        self.close()
+        if self.is_main:
+            self._write_summary(error=str(exc))
+
+    def close(self) -> None:
+        """Stop the progress display and the logger; restore the thread settings (later
+        phases of this process, e.g. evaluation, decide their own). Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self.progress.close()
+        self.logger.close()
+        self.threads.restore()
+
+    def _write_summary(self, error: str | None = None, final: dict[str, Any] | None = None) -> None:
+        wall = self.wall_seconds()
+        summary = {
+            **self.summary,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "status": self.status,
+            "images_seen": self.images_seen,
+            "total_flops": self.flops_per_image * self.images_seen,
+            "wall_seconds": wall,
+            "images_per_second": self.images_seen / wall if wall > 0 else 0.0,
+        }
+        if final is not None:
+            summary["final_loss"] = final.get("loss")
+        if error is not None:
+            summary["error"] = error
+        atomic_write_json(self.run_dir / "summary.json", summary)
+
+
+def pretrain(cfg: Config, resume: bool = False, *, step_limit: int | None = None) -> Path:
+    """Run one budgeted pretraining run and return its run dir.
+
+    Args:
+        cfg: validated config.
+        resume: continue from ``checkpoints/last.pt`` if it exists.
+        step_limit: stop once this many steps are done in total, with a checkpoint: the run dir
+            says ``status: interrupted`` and a later call with ``resume=True`` continues (for
+            time-sliced cluster jobs; ``divssl pretrain --step-limit``). ``None``: the whole run.
+
+    Raises:
+        ConfigError: invalid input, detected before anything is written.
+        RunFailed: a non-finite loss (summary.json records ``status: failed``).
+    """
+    if step_limit is not None and step_limit < 1:
+        raise ConfigError("--step-limit", f"must be >= 1 step, got {step_limit}")
+    session = PretrainSession(cfg, resume=resume)
+    try:
+        complete = session.run(until=step_limit)
+        if not complete:
+            session.checkpoint()
+        return session.finish()
     finally:
-        progress.close()
-        logger.close()
-        threads.restore()  # later phases of this process (evaluation) decide their own
-    if prep.stream_loader is not None:
-        summary_base.update(stream_counts(prep.stream_loader, budget))
-    if dist.is_dist():
-        summary_base["replica_max_abs_diff"] = replica_drift(method)
-    if is_main:
-        if status == "completed":
-            export_backbone(method.backbone, run_dir / "backbone.pt")
-        _write_summary(
-            run_dir, summary_base, status, images_seen, wall_before, t0, flops_per_image, final=last
-        )
-    if is_main and status == "completed" and cfg.tracking == "mlflow" and not _in_study(run_dir):
-        log_standalone_run(run_dir, config_to_dict(cfg))
-    return run_dir
+        session.close()
 
 
 def stream_counts(loader: Any, budget: Budget) -> dict[str, Any]:
@@ -966,15 +949,6 @@ def stream_counts(loader: Any, budget: Budget) -> dict[str, Any]:
         ),
     )
     return out
-
-
-def schedule_epochs(cfg: Config, budget: Budget) -> float:
-    """Epochs the run's steps stand for: E = C / N with ``schedule.units=epochs`` (the paper's
-    max_epochs), the recipe's reference epochs with ``schedule.units=steps``."""
-    if cfg.schedule.units == "epochs":
-        return budget.epochs
-    assert cfg.schedule.reference_epochs is not None
-    return float(cfg.schedule.reference_epochs)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -1016,21 +990,6 @@ def _speed_record(
     return record
 
 
-def _in_study(run_dir: Path) -> bool:
-    # Study runs are logged by the runner, with their grid factors and evaluation results.
-    return (run_dir.parent.parent / "plan.json").is_file()
-
-
-def log_standalone_run(run_dir: Path, config: dict[str, Any]) -> str:
-    """Log a single ``divssl pretrain`` run to MLflow (``mlflow_uri``, default a SQLite store
-    ``mlflow.db`` beside the run dir): params, the metrics.jsonl series, summary and config."""
-    from divssl.study.tracking import log_job
-
-    plan_doc = {"study": "divssl-pretrain"}
-    job = {"id": run_dir.name, "kind": "pretrain", "config": config, "factors": {}}
-    return log_job(run_dir.parent, plan_doc, job, run_dir, rows=[])
-
-
 def replica_drift(model: nn.Module) -> float:
     """Largest |difference| between this rank's parameters and rank 0's, over all ranks (0.0
     when data-parallel replicas stayed in sync)."""
@@ -1042,34 +1001,6 @@ def replica_drift(model: nn.Module) -> float:
     diff = (flat - ref).abs().max().reshape(1)
     tdist.all_reduce(diff, op=tdist.ReduceOp.MAX)
     return float(diff)
-
-
-def _write_summary(
-    run_dir: Path,
-    base: dict[str, Any],
-    status: str,
-    images_seen: int,
-    wall_before: float,
-    t0: float,
-    flops_per_image: float,
-    error: str | None = None,
-    final: dict[str, Any] | None = None,
-) -> None:
-    wall = wall_before + time.perf_counter() - t0
-    summary = {
-        **base,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "status": status,
-        "images_seen": images_seen,
-        "total_flops": flops_per_image * images_seen,
-        "wall_seconds": wall,
-        "images_per_second": images_seen / wall if wall > 0 else 0.0,
-    }
-    if final is not None:
-        summary["final_loss"] = final.get("loss")
-    if error is not None:
-        summary["error"] = error
-    atomic_write_json(run_dir / "summary.json", summary)
 
 
 def _nan_diagnosis(
@@ -1089,44 +1020,6 @@ def _nan_diagnosis(
     if logs:
         parts.append("last logs: " + ", ".join(f"{k}={v:.4g}" for k, v in logs.items()))
     return "; ".join(parts)
-
-
-class _Progress:
-    """Rich progress bar with images/s and ETA on a terminal; plain lines otherwise."""
-
-    def __init__(self, total: int, start: int, budget: Budget, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar = None
-        self.total = total
-        self.t0 = time.perf_counter()
-        self.start_images = budget.images_before(start)
-        if enabled and sys.stderr.isatty():
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("pretrain"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total} steps"),
-                TextColumn("{task.fields[ips]:.0f} img/s"),
-                TextColumn("loss {task.fields[loss]:.4f}"),
-                TimeRemainingColumn(),
-            )
-            self.task = self.bar.add_task(
-                "pretrain", total=total, completed=start, ips=0.0, loss=float("nan")
-            )
-            self.bar.start()
-
-    def update(self, step: int, images_seen: int, loss: float) -> None:
-        if not self.enabled:
-            return
-        dt = time.perf_counter() - self.t0
-        ips = (images_seen - self.start_images) / dt if dt > 0 else 0.0
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step + 1, ips=ips, loss=loss)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:

@@ -37,9 +37,9 @@ from divssl.distances import get_extractor
 from divssl.distances.pipeline import PoolFeatures, index_features, pool_features, pool_vendi
 from divssl.errors import ConfigError
 from divssl.io import atomic_write_json, atomic_write_text
-from divssl.pretrain.loop import _open_training_pool
+from divssl.pretrain.config import config_from_tree
+from divssl.pretrain.loop import open_training_pool
 from divssl.study.jobs import PlanDoc, PretrainJob, read_plan
-from divssl.study.plan import load_run_config
 from divssl.study.results import extractor_name
 
 VENDI_JSON = "vendi.json"
@@ -121,8 +121,8 @@ def _subset_positions(job: PretrainJob) -> tuple[Any, Any, np.ndarray]:
     The pool and ordering are built as :func:`divssl.pretrain.loop.prepare` builds them.
     """
 
-    cfg = load_run_config(job.config)
-    raw_pool, _ = _open_training_pool(cfg)
+    cfg = config_from_tree(job.config)
+    raw_pool, _ = open_training_pool(cfg)
     if raw_pool.streaming:
         raise ConfigError("pool", "a streaming (wds) pool has no index list to score")
     if cfg.subset.ordering is not None:

@@ -1,20 +1,21 @@
 """Plans: a study's grid expanded into validated runs with C, N, E, D, FLOPs and a measured time.
 
-:func:`build_plan` turns every grid point into a resolved pretraining config (validated with
-:func:`divssl.pretrain.config.load_config` before anything runs; every invalid point is reported
-with its
-grid values), opens the pools once to resolve N (subset sizes, compositions, derived pools), sets
-the epoch-normalized budgets, and names each run by a content hash: the first 12 hex digits of the
+:func:`build_plan` turns every grid point into a config tree (``base`` laid under the point's
+axes, :mod:`divssl.config_tree`) and validates it in memory with
+:func:`divssl.pretrain.config.config_from_tree`, as ``divssl pretrain`` would (every invalid
+point is reported with its grid values). It opens the pools once to resolve N and C by the
+pretraining stage's own rules (:func:`divssl.pretrain.build.subset_size`,
+:func:`~divssl.pretrain.build.make_budget`; subset sizes, compositions, derived pools), sets the
+epoch-normalized budgets, and names each run by a content hash: the first 12 hex digits of the
 SHA-256 of its resolved config (without ``out``, and with the study folder written as
 ``${study_dir}`` so that a moved study keeps its hashes). The run lives in
 ``STUDY_DIR/runs/<hash>``; grid points that resolve to the same config share one run.
 
-FLOPs per image are counted once per distinct model (method, backbone, image size, stem, view
-preset, method settings) with :func:`divssl.pretrain.loop.count_flops_per_image`.
-:func:`measure_plan`
-times a few real training steps of each distinct model on the current device (synchronised,
-median after a warm-up) and caches the measurement in ``STUDY_DIR/throughput.json``, so the
-estimated time is measured, not guessed.
+Costs come from the pretraining stage's dry run (:mod:`divssl.pretrain.dry_run`): FLOPs per image
+are counted once per distinct model (method, backbone, image size, stem, view preset, method
+settings), and :func:`measure_plan` times a few real training steps of each distinct model on the
+current device (synchronised, median after a warm-up), caching the measurement in
+``STUDY_DIR/throughput.json``, so the estimated time is measured, not guessed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import itertools
 import json
 import platform
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,10 +33,13 @@ from typing import Any
 
 import torch
 
+from divssl.config_tree import nest, reprefix, set_dotted
 from divssl.data.pool import Pool
 from divssl.errors import ConfigError
-from divssl.pretrain.budget import Budget, resolve_images
-from divssl.pretrain.config import Config, config_to_dict, load_config
+from divssl.pretrain.build import make_budget, num_classes_of, subset_size
+from divssl.pretrain.config import Config, config_from_tree, config_to_dict
+from divssl.pretrain.dry_run import count_model_flops, measure_throughput, model_settings
+from divssl.pretrain.methods import get_method
 from divssl.study.jobs import (
     PLAN_FORMAT,
     BaselineJob,
@@ -172,50 +175,6 @@ def content_hash(obj: Any, study_dir: Path) -> str:
 def default_study_dir(study: Study) -> Path:
     """``study.out`` or ``runs/<name>``."""
     return Path(study.out) if study.out else Path("runs") / study.name
-
-
-def nest(flat: dict[str, Any], fld: str = "base") -> dict[str, Any]:
-    """Expand dotted keys (``subset.fraction: 0.1``) into nested dicts, merging sections."""
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        parts = str(key).split(".")
-        node = out
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"{fld}.{key}", f"{part!r} is not a section")
-            node = child
-        last = parts[-1]
-        if isinstance(value, dict) and isinstance(node.get(last), dict) and last != "method_args":
-            node[last] = {**node[last], **nest(value, f"{fld}.{key}")}
-        elif isinstance(value, dict) and last not in ("method_args",):
-            node[last] = nest(value, f"{fld}.{key}")
-        else:
-            node[last] = copy.deepcopy(value)
-    return out
-
-
-def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``a.b.c`` in a nested dict (creating sections)."""
-    node = tree
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = copy.deepcopy(value)
-
-
-def load_run_config(tree: dict[str, Any]) -> Config:
-    """Validate a nested config tree exactly as ``divssl pretrain --config FILE`` would.
-
-    The tree goes through :func:`divssl.pretrain.config.load_config` via a temporary YAML file, so a
-    study accepts exactly what a single run accepts (same defaults, same errors).
-    """
-    import yaml
-
-    with tempfile.TemporaryDirectory(prefix="divssl-plan-") as tmp:
-        path = Path(tmp) / "config.yaml"
-        path.write_text(yaml.safe_dump(tree, sort_keys=False))
-        return load_config(path)
 
 
 def describe_point(factors: dict[str, Any]) -> str:
@@ -389,8 +348,6 @@ class TaskResolver:
             try:
                 names = open_task(self.specs[name]).class_names
             except ConfigError as exc:
-                from divssl.study.spec import reprefix
-
                 raise reprefix(exc, f"tasks.{name}") from None
         self._class_names[name] = names
         return names
@@ -422,7 +379,7 @@ class _Resolver:
         self.study_dir = study_dir
         self.pools = PoolResolver(study, study_dir)
         self.tasks = TaskResolver(study, study_dir, self.pools)
-        self.base = nest(study.base)
+        self.base = nest(study.base, "base")
         if "out" in self.base:
             raise ConfigError("base.out", "the study sets each run's folder; remove `out`")
 
@@ -489,25 +446,36 @@ class _Resolver:
         return len(pool), pool.source
 
     def sizes(self, cfg: Config) -> tuple[int, int, str]:
-        """(N, C, source) of a validated config."""
-        from divssl.data.ordering import subset_size
-
+        """(N, C, source) of a validated config, by the pretraining stage's rules."""
         total, source = self.pool_size_and_source(cfg)
-        size, fraction = cfg.subset.size, cfg.subset.fraction
-        if size is None and fraction is None:
-            fraction = 1.0
-        n = subset_size(total, size, fraction)
-        c = resolve_images(cfg.budget.images, cfg.budget.epochs, n)
-        return n, c, source
+        n = subset_size(cfg, total)
+        return n, make_budget(cfg, n).images, source
+
+    def num_classes(self, cfg: Config) -> int | None:
+        """Label count of the pool a supervised run trains on (``None`` for SSL methods)."""
+        if not get_method(cfg.method).needs_labels:
+            return None
+        if cfg.data.composition is not None:
+            from divssl.data.composition import (
+                ComposedPool,
+                parse_composition,
+                resolve_composition,
+            )
+
+            comp = parse_composition(cfg.data.composition)
+            classes = self.task_classes(cfg.data.task)
+            resolved = resolve_composition(comp, classes, pools=self.pools.opened)
+            return num_classes_of(ComposedPool(resolved, pools=self.pools.opened))
+        return num_classes_of(self.pools.open(cfg.data.pool))
 
     def config(self, point: dict[str, Any]) -> tuple[Config, int, int, str]:
         tree = self.tree(point)
         if point.get("normalization") == "epoch":
             ref_point = self.reference_point(point)
-            ref_cfg = load_run_config(self.tree(ref_point))
+            ref_cfg = config_from_tree(self.tree(ref_point))
             n_ref, c_ref, _ = self.sizes(ref_cfg)
             tree["budget"] = {"epochs": c_ref / n_ref}
-        cfg = load_run_config(tree)
+        cfg = config_from_tree(tree)
         n, c, source = self.sizes(cfg)
         return cfg, n, c, source
 
@@ -532,56 +500,6 @@ class _Resolver:
 
 
 # ------------------------------------------------------------------------------ model costs
-
-
-def model_settings(cfg: Config) -> dict[str, Any]:
-    """What determines a run's per-image cost: model, views and method settings."""
-    return {
-        "method": cfg.method,
-        "backbone": cfg.backbone,
-        "image_size": cfg.image_size,
-        "cifar_stem": cfg.cifar_stem,
-        "recipe": cfg.recipe,
-        "augment": cfg.augment.model_dump(mode="json"),
-        "method_args": cfg.method_args,
-        "channels_last": cfg.channels_last,
-    }
-
-
-def build_method(cfg: Config, num_classes: int | None, device: torch.device) -> Any:
-    """Backbone + method exactly as :func:`divssl.pretrain.loop.pretrain` builds them."""
-    from divssl.pretrain.backbones import build_backbone
-    from divssl.pretrain.methods import get_method
-
-    method_cls = get_method(cfg.method)
-    backbone, feat_dim = build_backbone(cfg.backbone, cfg.image_size, cfg.cifar_stem)
-    classes = num_classes if method_cls.needs_labels else None
-    method = method_cls(backbone, feat_dim, method_cls.Config(**cfg.method_args), classes)
-    return method.to(device)
-
-
-def _preset(cfg: Config) -> Any:
-    from divssl.pretrain.augment import preset_from_config
-
-    return preset_from_config(cfg)
-
-
-_FLOPS_CACHE: dict[str, float] = {}  # per process: presets share their big models
-
-
-def count_model_flops(cfg: Config, num_classes: int | None) -> float:
-    """FLOPs per source image (all views, forward + backward) on CPU, counted once per model."""
-    from divssl.pretrain.loop import count_flops_per_image
-
-    key = json.dumps([model_settings(cfg), num_classes], sort_keys=True)
-    if key not in _FLOPS_CACHE:
-        device = torch.device("cpu")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            method = build_method(cfg, num_classes or 10, device)
-        flops = count_flops_per_image(method, _preset(cfg), cfg.image_size, device)
-        _FLOPS_CACHE[key] = float(flops)
-    return _FLOPS_CACHE[key]
 
 
 # ------------------------------------------------------------------------------------ build
@@ -695,16 +613,16 @@ def build_plan(
             settings = model_settings(cfg)
             key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
             if key not in models:
-                classes = _num_classes(res, cfg)
+                classes = res.num_classes(cfg)
                 models[key] = ModelCost(key, settings, float("nan"), classes)
                 model_cfgs[key] = (cfg, classes)
-            budget = Budget(c, n, cfg.batch_size, min_batch=2 * max(1, gpus))
+            budget = make_budget(cfg, n, gpus)
             runs.append(PlannedRun(
                 id=run_id, factors=factors, config=resolved,
                 pool=point.get("pool") if "pool" in point else _pool_name(study, cfg),
                 composition=point["composition"][0] if "composition" in point else None,
                 source=source, budget_images=c, unique_images=n, epochs=budget.epochs,
-                diversity=budget.diversity, steps=budget.steps, global_batch=cfg.batch_size,
+                diversity=budget.diversity, steps=budget.steps, global_batch=budget.global_batch,
                 normalization="compute" if cfg.budget.images is not None else "epoch",
                 model=key, evaluations=copy.deepcopy(evals),
             ))  # fmt: skip
@@ -734,8 +652,6 @@ def _with_params_hint(exc: ConfigError, study: Study) -> ConfigError:
     """A data error of a study with parameters: name them and how to set them."""
     if not study.params:
         return exc
-    from divssl.study.spec import reprefix
-
     shown = ", ".join(f"{k}={v}" for k, v in study.params.items())
     hint = reprefix(exc, "")
     return ConfigError(
@@ -752,20 +668,6 @@ def _pool_name(study: Study, cfg: Config) -> str | None:
         if entry == cfg.data.pool:
             return name
     return cfg.data.pool
-
-
-def _num_classes(res: _Resolver, cfg: Config) -> int | None:
-    from divssl.pretrain.methods import get_method
-
-    if not get_method(cfg.method).needs_labels:
-        return None
-    if cfg.data.composition is not None:
-        names: set[str] = set()
-        for part in cfg.data.composition:
-            names.update(res.pools.open(part["pool"]).class_names or [])
-        return len(names) or None
-    pool = res.pools.open(cfg.data.pool)
-    return len(pool.class_names) if pool.class_names else None
 
 
 def resolve_gpus_per_run(study: Study) -> int:
@@ -787,71 +689,6 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     cpu = platform.processor() or platform.machine()
     return f"cpu {cpu} x{torch.get_num_threads()} threads"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure_throughput(
-    cfg: Config,
-    num_classes: int | None,
-    device: torch.device,
-    batch: int,
-    steps: int = 5,
-    warmup: int = 2,
-) -> tuple[float, list[float]]:
-    """Time real training steps of a config's model: views on the device, forward, backward,
-    optimizer step; synchronised before every clock read, warm-up steps excluded.
-
-    Args:
-        cfg: the run config (model, views, optimizer, precision).
-        num_classes: label count for supervised pretraining.
-        device: where to train.
-        batch: images per step (the per-device batch).
-        steps: timed steps.
-        warmup: untimed steps first (allocation, cuDNN autotuning).
-
-    Returns:
-        Images per second (batch / median step time) and the timed step seconds.
-    """
-    from divssl.pretrain.augment import make_views
-    from divssl.pretrain.config import resolve_config
-    from divssl.pretrain.loop import _autocast_dtype, _optim_settings, build_optimizer
-
-    cfg = resolve_config(cfg)  # idempotent: a Config built in Python gets its recipe values
-
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(0)
-        method = build_method(cfg, num_classes or 10, device)
-        if cfg.channels_last:
-            method = method.to(memory_format=torch.channels_last)
-        opt = build_optimizer(method, cfg, _optim_settings(cfg, method))
-        preset = _preset(cfg)
-        amp = _autocast_dtype(cfg, device)
-        gen = torch.Generator(device=device).manual_seed(0)
-        size = cfg.image_size
-        times: list[float] = []
-        method.train()
-        for step in range(warmup + steps):
-            images = torch.randint(
-                0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=gen, device=device
-            )
-            labels = torch.randint(0, num_classes or 10, (batch,), generator=gen, device=device)
-            _sync(device)
-            t0 = time.perf_counter()
-            views = make_views(images, preset, gen)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                out = method(views, labels, step, warmup + steps)
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            opt.step()
-            _sync(device)
-            if step >= warmup:
-                times.append(time.perf_counter() - t0)
-    median = statistics.median(times)
-    return batch / median, times
 
 
 def _cache_key(model: ModelCost, batch: int, device: torch.device) -> str:

@@ -12,7 +12,8 @@ The state is computed from what is on disk, so it is the same whichever backend 
 
 The ETA extrapolates the images processed since the display started: remaining images / (images
 this session / seconds this session). :class:`StudyProgress` renders it as a rich live table on a
-terminal and as plain lines otherwise.
+terminal and as plain lines otherwise (one per finished job; jobs that run in this process print
+their own progress lines, :mod:`divssl.progress`, whose ETA format this module shares).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from divssl.progress import format_eta
 from divssl.study.jobs import BaselineJob, JobResult, PlanDoc, PretrainJob, job_dir, record_path
 
 EVENTS_FILE = "events.jsonl"
@@ -203,16 +205,6 @@ def total_images_done(study_dir: str | Path, plan_doc: PlanDoc) -> int:
     """Images processed by all pretraining runs of the plan so far."""
     root = Path(study_dir)
     return sum(min(images_processed(job_dir(root, j)), j.budget_images) for j in plan_doc.runs)
-
-
-def format_eta(seconds: float | None) -> str:
-    """``1h 02m``, ``3m 05s`` or ``-``."""
-    if seconds is None:
-        return "-"
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    return f"{s // 60}m {s % 60:02d}s"
 
 
 def state_line(state: ProgressState) -> str:

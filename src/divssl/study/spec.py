@@ -51,6 +51,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from divssl import config_tree
+from divssl.config_tree import reprefix
 from divssl.data.composition import parse_composition
 from divssl.distances.settings import DistanceSettings
 from divssl.errors import ConfigError, unknown_choice
@@ -291,62 +293,9 @@ class Study(_Strict):
 _UNION_TAGS = ("str", "DerivedPool", "dict[str,str]")
 
 
-def _loc_to_field(loc: tuple[Any, ...], prefix: str = "") -> str:
-    out = prefix
-    for part in loc:
-        if part in _UNION_TAGS:
-            continue  # pydantic names the union member it tried; the user never wrote it
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "study"
-
-
-def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
-    """Field names of the (nested) model that ``loc`` points into, for 'unknown key' errors."""
-    current: Any = model
-    for part in loc[:-1]:
-        if isinstance(part, int) or not (
-            isinstance(current, type) and issubclass(current, BaseModel)
-        ):
-            continue
-        info = current.model_fields.get(str(part))
-        if info is None:
-            return None
-        current = info.annotation
-        args = getattr(current, "__args__", ())
-        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-        if models:
-            current = models[0]
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return None
-
-
 def validation_error(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> ConfigError:
     """Turn the first pydantic error into a :class:`ConfigError` naming the dotted field."""
-    # With unions pydantic reports one error per member; the deepest one is the user's mistake.
-    err = max(exc.errors(), key=lambda e: len([p for p in e["loc"] if p not in _UNION_TAGS]))
-    loc = tuple(p for p in err["loc"] if p not in _UNION_TAGS)
-    fld = _loc_to_field(loc, prefix)
-    if err["type"] == "extra_forbidden":
-        return ConfigError(fld, "unknown key", _fields_at(model, loc))
-    ctx = err.get("ctx") or {}
-    choices = None
-    if "expected" in ctx:
-        choices = [
-            c.strip().strip("'") for c in str(ctx["expected"]).replace(" or ", ",").split(",")
-        ]
-    return ConfigError(fld, err["msg"], choices)
-
-
-def reprefix(exc: ConfigError, prefix: str) -> ConfigError:
-    """The same error with ``prefix`` put in front of its field."""
-    text = str(exc)[len(exc.field) + 2 :]
-    if exc.choices is not None:
-        text = text[: text.rfind(" (valid choices: ")]
-    return ConfigError(f"{prefix}.{exc.field}" if prefix else exc.field, text, exc.choices)
+    return config_tree.validation_error(exc, model, prefix, union_tags=_UNION_TAGS, root="study")
 
 
 # ---------------------------------------------------------------------------------- params
@@ -394,20 +343,8 @@ def substitute(node: Any, params: dict[str, Any], path: str = "") -> Any:
 # ------------------------------------------------------------------------------- validation
 
 
-def _config_key_exists(dotted: str) -> bool:
-    model: Any = Config
-    parts = dotted.split(".")
-    for i, part in enumerate(parts):
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return False
-        if part not in model.model_fields:
-            return False
-        if part == "method_args":
-            return True  # the method's own keys are checked when each run's config loads
-        model = model.model_fields[part].annotation
-        if i == len(parts) - 1:
-            return True
-    return True
+def _is_config_key(dotted: str) -> bool:
+    return config_tree.has_key(Config, dotted)
 
 
 def _axis_choices() -> list[str]:
@@ -446,7 +383,7 @@ def _check_axis(key: str, values: Any, fld: str, study: dict[str, Any]) -> None:
         _check_registry(values, fld, method_names())
     elif key == "backbone":
         _check_registry(values, fld, list(BACKBONES))
-    elif not _config_key_exists(key):
+    elif not _is_config_key(key):
         raise ConfigError(
             fld,
             "unknown axis (a dotted pretraining key or pool, composition, normalization)",

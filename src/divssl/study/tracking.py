@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from divssl.pretrain.config import flatten
+from divssl.config_tree import flatten
 
 RUN_TAG = "divssl.run"
 _BATCH_PARAMS = 100  # MLflow's log_batch limits

@@ -25,7 +25,9 @@ from divssl.errors import RunFailed
 from divssl.evaluate import run_finetune, run_knn, run_linear
 from divssl.evaluate.settings import RunOptions
 from divssl.io import atomic_write_json, atomic_write_yaml, read_json
+from divssl.pretrain.config import config_from_tree
 from divssl.pretrain.loop import pretrain
+from divssl.progress import Activity
 from divssl.study.ddp import run_ddp
 from divssl.study.jobs import (
     BaselineJob,
@@ -37,7 +39,6 @@ from divssl.study.jobs import (
     read_plan,
     record_path,
 )
-from divssl.study.plan import load_run_config
 from divssl.study.progress import Event, append_event, job_complete, pretrain_done
 from divssl.study.results import eval_rows, record_rows, run_columns
 from divssl.study.spec import FinetuneEval, KnnEval, LinearEval
@@ -72,7 +73,7 @@ def _pretrain(study_dir: Path, plan: PlanDoc, job: PretrainJob) -> None:
         if not pretrain_done(folder):
             raise RunFailed(f"DDP pretraining of {job.id} ended without a completed summary")
         return
-    pretrain(load_run_config(job.config), resume=True)
+    pretrain(config_from_tree(job.config), resume=True)
 
 
 def run_options(folder: Path, job: Job, ev: PlannedEvaluation) -> RunOptions:
@@ -115,7 +116,8 @@ def _evaluate(study_dir: Path, plan: PlanDoc, job: Job) -> list[dict[str, Any]]:
         if path.is_file():
             rows += read_json(path)["rows"]
             continue
-        result = run_evaluation(folder, job, ev)
+        with Activity(f"eval {ev.id} of {job.id}"):  # lines in a log, spinner on a tty
+            result = run_evaluation(folder, job, ev)
         new = record_rows(eval_rows(base, ev, result))
         doc = {"eval": ev.model_dump(mode="json"), "result_path": result.get("path"), "rows": new}
         atomic_write_json(path, doc)

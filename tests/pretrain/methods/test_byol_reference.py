@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from divssl.pretrain.backbones import build_backbone
+from divssl.pretrain.build import build_optimizer, optim_settings
 from divssl.pretrain.config import load_config, resolve_config
-from divssl.pretrain.loop import _optim_settings, build_optimizer
 from divssl.pretrain.methods import Method, get_method
 from divssl.pretrain.optim import LARS
 
@@ -64,7 +64,7 @@ def _byol_and_optimizer(recipe: str, lr_base: float | None = None) -> tuple[Meth
     cls = get_method("byol")
     # float64, so that the comparisons below see the algorithms, not summation order
     method = cls(backbone, dim, cls.Config(**cfg.method_args)).double()
-    opt = build_optimizer(method, cfg, _optim_settings(cfg, method))
+    opt = build_optimizer(method, cfg, optim_settings(cfg, method))
     assert isinstance(opt, LARS)
     return method, opt
 
@@ -265,7 +265,7 @@ def _simclr_and_optimizer() -> tuple[Method, LARS]:
     backbone, dim = build_backbone("convnet_tiny", 16)
     cls = get_method("simclr")
     method = cls(backbone, dim, cls.Config(**cfg.method_args)).double()
-    opt = build_optimizer(method, cfg, _optim_settings(cfg, method))
+    opt = build_optimizer(method, cfg, optim_settings(cfg, method))
     assert isinstance(opt, LARS)
     return method, opt
 
