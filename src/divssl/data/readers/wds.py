@@ -592,6 +592,20 @@ class DecodedChunk:
     meta: dict[str, Any]
 
 
+def _decoded(chunk: RawChunk, valid: np.ndarray, sizes: np.ndarray, images: Any) -> DecodedChunk:
+    """A raw chunk's bookkeeping (shard, position, label, key per item) with its decoded images."""
+    return DecodedChunk(
+        shards=np.array([i.shard for i in chunk.items], dtype=np.int64),
+        positions=np.array([i.pos for i in chunk.items], dtype=np.int64),
+        labels=np.array([i.label for i in chunk.items], dtype=np.int64),
+        keys=[i.key for i in chunk.items],
+        valid=valid,
+        sizes=sizes,
+        images=images,
+        meta=chunk.meta,
+    )
+
+
 class _DecodeChunks:
     """Map-style "dataset" whose index is a whole :class:`RawChunk` (DataLoader fetches it in a
     worker via ``__getitems__``)."""
@@ -654,17 +668,7 @@ class _DecodeChunks:
 
         n = len(chunk.items)
         if self.store_size is not None:
-            valid, sizes, stored = self._stored(chunk)
-            return DecodedChunk(
-                shards=np.array([i.shard for i in chunk.items], dtype=np.int64),
-                positions=np.array([i.pos for i in chunk.items], dtype=np.int64),
-                labels=np.array([i.label for i in chunk.items], dtype=np.int64),
-                keys=[i.key for i in chunk.items],
-                valid=valid,
-                sizes=sizes,
-                images=stored,
-                meta=chunk.meta,
-            )
+            return _decoded(chunk, *self._stored(chunk))
         valid = np.zeros(n, dtype=bool)
         sizes = np.full((n, 2), -1, dtype=np.int64)
         rows: list[np.ndarray] = []
@@ -689,16 +693,7 @@ class _DecodeChunks:
             images = (
                 torch.from_numpy(np.stack(rows)) if rows else torch.empty(shape, dtype=torch.uint8)
             )
-        return DecodedChunk(
-            shards=np.array([i.shard for i in chunk.items], dtype=np.int64),
-            positions=np.array([i.pos for i in chunk.items], dtype=np.int64),
-            labels=np.array([i.label for i in chunk.items], dtype=np.int64),
-            keys=[i.key for i in chunk.items],
-            valid=valid,
-            sizes=sizes,
-            images=images,
-            meta=chunk.meta,
-        )
+        return _decoded(chunk, valid, sizes, images)
 
 
 def _first(batch: Any) -> DecodedChunk:
