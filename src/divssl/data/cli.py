@@ -75,7 +75,8 @@ def _write_npz(pool: Pool, path: Path) -> int:
     if len({img.shape for _, img in pairs}) > 1:
         raise ConfigError("--format", "npz needs images of one size; use --format folder")
     images = np.stack([img for _, img in pairs]) if pairs else np.zeros((0, 1, 1, 3), np.uint8)
-    arrays: dict[str, np.ndarray] = {"images": images}
+    # Any values: numpy's savez stub types **kwds against its allow_pickle: bool keyword.
+    arrays: dict[str, Any] = {"images": images}
     if pool.labels is not None:
         arrays["labels"] = np.asarray(pool.labels, dtype=np.int64)[[i for i, _ in pairs]]
     if pool.class_names is not None:

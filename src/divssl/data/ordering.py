@@ -164,7 +164,8 @@ def save_ordering(ordering: Ordering, path: str | Path) -> None:
     """
     path = Path(path)
     if path.suffix.lower() == ".npz":
-        arrays = {
+        # Any values: numpy's savez stub types **kwds against its allow_pickle: bool keyword.
+        arrays: dict[str, Any] = {
             "keys": np.asarray(ordering.keys, dtype=str),
             "positions": np.asarray(ordering.positions, dtype=np.int64),
             "meta": np.asarray(json.dumps(_meta(ordering))),

@@ -151,7 +151,7 @@ def run_distance(
                 seed,
                 with_acts,
                 batch_size,
-                progress=lambda n, bar=bar: bar.advance(n),
+                progress=bar.advance,
             )
         ranges = None
         if ref_pool is not None:

@@ -250,7 +250,7 @@ def _encoders(plan_doc: PlanDoc) -> list[dict[str, Any]]:
     seen: dict[tuple, dict[str, Any]] = {}
     for job in plan_doc.runs:
         cfg = job.config
-        size = int(cfg.get("image_size"))
+        size = int(cfg["image_size"])
         recipe = pick_recipe(str(cfg.get("recipe") or "auto"), size)
         key = (cfg.get("backbone"), size, bool(cfg.get("cifar_stem", False)), recipe)
         seen.setdefault(
@@ -266,7 +266,8 @@ def _evaluations(plan_doc: PlanDoc) -> list[dict[str, Any]]:
     seen: dict[str, dict[str, Any]] = {}
     for job in plan_doc.runs:
         for ev in job.evaluations:
-            if ev.kind == "knn" or (ev.kind == "linear" and ev.settings.protocol == "cached"):
+            st = ev.settings
+            if st.kind == "knn" or (st.kind == "linear" and st.protocol == "cached"):
                 seen.setdefault(ev.id, ev.model_dump(mode="json"))
     return list(seen.values())
 

@@ -600,7 +600,7 @@ def fit_sgd(
     start = time.perf_counter()
     dev = torch.device(device)
     heads = LinearHeads.zeros(len(settings), dim, num_classes, dev, torch.float32)
-    base = torch.tensor([scaled_lr(float(st.lr), batch_size) for st in settings], device=dev)
+    base = torch.tensor([scaled_lr(float(st.lr or 0.0), batch_size) for st in settings], device=dev)
     lam = torch.tensor([st.weight_decay for st in settings], device=dev)
     bufs = [torch.zeros_like(heads.weight), torch.zeros_like(heads.bias)]
     steps_per_epoch = math.ceil(n / batch_size)

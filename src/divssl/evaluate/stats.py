@@ -213,7 +213,7 @@ def bootstrap_ci(
     return Interval(value, low, high, len(y_true))
 
 
-def seed_summary(values: Sequence[float], level: float = 0.95) -> SeedSummary:
+def seed_summary(values: Sequence[float] | np.ndarray, level: float = 0.95) -> SeedSummary:
     """Mean, sample std (ddof=1), n and Student-t interval of a number over repeated runs.
 
     Args:

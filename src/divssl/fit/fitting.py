@@ -67,7 +67,7 @@ class FitData:
             raise ValueError("n, c, y, runs and seeds must have the same length")
 
     @property
-    def conditions(self) -> Array:
+    def conditions(self) -> np.ndarray[Any, np.dtype[np.intp]]:
         """Condition index of every run (distinct (N, C) pairs in sorted order), shape (m,)."""
         pairs = np.stack([self.n, self.c], axis=1)
         _, inverse = np.unique(pairs, axis=0, return_inverse=True)

@@ -129,7 +129,7 @@ def _choose(
         return frame, None
     value = wanted if wanted is not None else default(present)
     if isinstance(value, str):
-        keep = frame[col].astype(str) == value
+        keep = (frame[col].astype(str) == value).to_numpy()
     else:
         keep = np.isclose(frame[col].astype(float), float(value), rtol=0.0, atol=1e-9)
     if not keep.any():

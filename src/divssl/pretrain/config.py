@@ -301,8 +301,9 @@ def validate_static(cfg: Config) -> None:
     for name in ("batch_size", "image_size", "log_every", "checkpoint_every"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ConfigError(name, f"must be >= 1, got {getattr(cfg, name)}")
-    bad_threads = isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int)
-    if cfg.threads != "auto" and (bad_threads or cfg.threads < 1):
+    threads = cfg.threads
+    bad_threads = isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    if threads != "auto" and bad_threads:
         raise ConfigError("threads", f"must be 'auto' or an integer >= 1, got {cfg.threads!r}")
     if cfg.peak_flops is not None and cfg.peak_flops <= 0:
         raise ConfigError("peak_flops", f"must be > 0 FLOP/s, got {cfg.peak_flops}")

@@ -40,9 +40,9 @@ def build_sections(data: StudyData, fig_dir: Path, names: list[str]) -> list[Sec
         if name == "findings":
             from divssl.report.findings import findings
 
-            sec.blocks = findings(data)
+            sec.blocks = list(findings(data))
         elif name == "summary":
-            sec.blocks = tables.experiment_summary(data)
+            sec.blocks = list(tables.experiment_summary(data))
         elif name in ("table1", "table2", "table5"):
             sec.blocks = getattr(tables, name)(data)
             if name == "table1":  # reference rows: pixels and a random-init encoder
@@ -56,7 +56,7 @@ def build_sections(data: StudyData, fig_dir: Path, names: list[str]) -> list[Sec
             panel = fit_section(data, fig_dir)
             sec.blocks, sec.notes = panel.blocks, panel.notes
         elif name == "distances":
-            sec.blocks = tables.distance_tables(data)
+            sec.blocks = list(tables.distance_tables(data))
             if sec.blocks:
                 panel = figures.distance_figure(data, fig_dir)
                 sec.blocks += panel.blocks
@@ -93,6 +93,7 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> di
     # deferred: the renderers pull in pandas and matplotlib, which `divssl --help` (it imports
     # this package) must not load
     from divssl.io import atomic_write_text
+    from divssl.report.figures import FigureBlock
     from divssl.report.html import render_html
     from divssl.report.markdown import render_markdown
     from divssl.report.tables import load_study, report_header
@@ -107,7 +108,7 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> di
     paths: dict[str, Path] = {}
     for sec in sections:
         for block in sec.blocks:
-            if hasattr(block, "svg"):
+            if isinstance(block, FigureBlock):
                 paths[f"figures/{block.svg.name}"] = block.svg
                 paths[f"figures/{block.png.name}"] = block.png
             else:

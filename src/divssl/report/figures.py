@@ -26,7 +26,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import matplotlib
 import numpy as np
@@ -37,6 +37,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 from scipy import special
 from scipy.stats import spearmanr
+
+if TYPE_CHECKING:  # type-only: matplotlib.typing is not in every supported matplotlib
+    from matplotlib.typing import RcKeyType
 
 from divssl.evaluate.robustness import Baseline, bootstrap_band, fit_baseline
 from divssl.io import atomic_write_bytes, atomic_write_text
@@ -57,8 +60,10 @@ from divssl.report.tables import (
     ordered,
     primary_metric,
     primary_probe,
+    records,
     robustness_block,
     robustness_table,
+    row_dict,
     setting_label,
     slug,
     spec_order,
@@ -85,7 +90,7 @@ COMPUTE_COLOR = OKABE_ITO["black"]
 EPOCH_COLOR = OKABE_ITO["vermillion"]
 BASELINE_COLOR = "#777777"
 DPI = 200
-RC = {
+RC: dict[RcKeyType, Any] = {
     "font.size": 9,
     "axes.titlesize": 9,
     "axes.labelsize": 9,
@@ -183,7 +188,9 @@ def _score_label(metric: str, setting: str) -> str:
     return f"{METRIC_LABELS.get(metric, metric)} (%)\n{setting}"
 
 
-def _value_ticks(axis: Any, values: Sequence[float], label: Any, limit: int = 8) -> None:
+def _value_ticks(
+    axis: Any, values: Sequence[float] | pd.Series, label: Any, limit: int = 8
+) -> None:
     """Major ticks at the data's own values (at most ``limit``), no minor ticks."""
     vals = sorted({float(v) for v in values if math.isfinite(float(v))})
     if not vals or len(vals) > limit:
@@ -268,7 +275,7 @@ def _figure3_group(
             notes.append(f"{task}/{backbone}/{method}: no epoch-normalized run of B")
         _draw_figure3_panel(ax, method, bars, base, ep, colors, hatches)
         ax.set_ylabel(_score_label(metric, setting))
-        table_rows += [r for r in (*bars.to_dict("records"), *base.to_dict("records"))]
+        table_rows += [*records(bars), *records(base)]
         if ep is not None:
             table_rows.append({**ep, "pretrain_set": f"{BASELINE_COMPOSITION} (epoch-normalized)"})
     for ax in axes[len(methods) :]:
@@ -331,9 +338,9 @@ def _matching_epoch(epoch: pd.DataFrame, bars: pd.DataFrame) -> dict[str, Any] |
         return None
     target = float(np.nanmedian(bars["epochs"])) if bars["epochs"].notna().any() else math.nan
     if not math.isfinite(target) or epoch["epochs"].isna().all():
-        return epoch.iloc[0].to_dict()
-    idx = (epoch["epochs"] - target).abs().idxmin()
-    return epoch.loc[idx].to_dict()
+        return row_dict(epoch.iloc[0])
+    pos = int(np.nanargmin((epoch["epochs"] - target).abs().to_numpy(float)))  # idxmin, by position
+    return row_dict(epoch.iloc[pos])
 
 
 def _draw_figure3_panel(
@@ -364,7 +371,7 @@ def _draw_figure3_panel(
     ax.set_xlabel("pretraining set (B ∪ A)")
     values = [*means, *_pct(bars["ci_low"]), *_pct(bars["ci_high"])]
     if len(base):
-        b = base.iloc[0].to_dict()
+        b = row_dict(base.iloc[0])
         if math.isfinite(b["ci_low"]) and math.isfinite(b["ci_high"]):
             ax.axhspan(
                 b["ci_low"] * 100, b["ci_high"] * 100, color=COMPUTE_COLOR, alpha=0.08, linewidth=0
@@ -407,7 +414,8 @@ def figure4(data: StudyData, out_dir: Path) -> Panel:
     blocks: list[TableBlock | FigureBlock] = []
     notes: list[str] = []
     line_keys = ["method", "backbone", "pretrain_set", *data.factors]
-    for (task, c), group in stats.groupby(["task", "budget_images"], sort=True):
+    for group_key, group in stats.groupby(["task", "budget_images"], sort=True):
+        task, c = cast(tuple[str, float], group_key)
         counts = group.groupby(line_keys + ["split"], dropna=False)["diversity"].nunique()
         if (counts < 2).all():
             notes.append(f"{task}, C = {fmt_count(c)}: fewer than two diversities D per line")
@@ -666,10 +674,16 @@ def id_ood_figure(
     )
     er_text = (
         {
-            r.label: format_interval(
-                r.er, r.er_low, r.er_high, int(r.n), r.n_kind, signed=True, unit=" pp"
+            r["label"]: format_interval(
+                r["er"],
+                r["er_low"],
+                r["er_high"],
+                int(r["n"]),
+                r["n_kind"],
+                signed=True,
+                unit=" pp",
             )
-            for r in er.itertuples()
+            for r in records(er)
         }
         if len(er)
         else {}
@@ -733,7 +747,7 @@ def distance_figure(data: StudyData, out_dir: Path) -> Panel:
     series = ordered(zip(pts["method"], pts["backbone"], strict=True))
     style = {s: (SERIES[i % len(SERIES)], MARKERS[i % len(MARKERS)]) for i, s in enumerate(series)}
     handles: dict[str, Any] = {}
-    stats_rows = []
+    stats_rows: list[dict[str, Any]] = []
     for ax, ((metric, extractor), sub) in zip(axes, panels, strict=False):
         for s in series:
             sel = sub[(sub["method"] == s[0]) & (sub["backbone"] == s[1])]
@@ -838,7 +852,8 @@ def vendi_figure(data: StudyData, out_dir: Path) -> Panel:
     stats["vendi"] = summarize_seeds(rows.assign(value=rows["vendi"]), data.condition)["mean"]
     line_keys = ["method", "backbone", "pretrain_set", *data.factors]
     notes: list[str] = []
-    for (task, c), group in stats.groupby(["task", "budget_images"], sort=True):
+    for group_key, group in stats.groupby(["task", "budget_images"], sort=True):
+        task, c = cast(tuple[str, float], group_key)
         if len(group) < 2:
             notes.append(f"{task}, C = {fmt_count(c)}: fewer than two points")
             continue
@@ -951,11 +966,11 @@ def _vendi_group(
     display = pd.DataFrame(
         {
             "method / backbone / set": [
-                " / ".join(str(r[k]) for k in line_keys[:3]) for r in numbers.to_dict("records")
+                " / ".join(str(r[k]) for k in line_keys[:3]) for r in records(numbers)
             ],
             "N": [fmt_count(v) for v in numbers["unique_images"]],
             "Vendi score": [_fmt_vendi(v) for v in numbers["vendi"]],
-            "score (%)": [cell(r) for r in numbers.to_dict("records")],
+            "score (%)": [cell(r) for r in records(numbers)],
         }
     )
     table = TableBlock(

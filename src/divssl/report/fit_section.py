@@ -47,6 +47,7 @@ from divssl.report.tables import (
     TableBlock,
     fmt_count,
     format_interval,
+    records,
     setting_label,
     slug,
     summarize_seeds,
@@ -201,8 +202,8 @@ def _points_block(points: pd.DataFrame, key: str, name: str, what: str) -> Table
             "E = C/N": [f"{e:.3g}" for e in points["epochs"]],
             "C_eff": [fmt_count(v) for v in points["c_eff"]],
             "measured (%)": [
-                format_interval(r.mean, r.ci_low, r.ci_high, int(r.n), r.n_kind)
-                for r in points.itertuples()
+                format_interval(r["mean"], r["ci_low"], r["ci_high"], int(r["n"]), r["n_kind"])
+                for r in records(points)
             ],
             "predicted (%)": [f"{100 * v:.1f}" for v in points["predicted"]],
             "LOO RMSE (pp)": [_pp(v) for v in points["loo_rmse"]],

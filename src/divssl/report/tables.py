@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -539,6 +539,21 @@ def slug(*parts: Any) -> str:
 # --------------------------------------------------------------------------- eval settings
 
 
+def metric_label(metric: str | None) -> str:
+    """Readable name of a score metric (``top1`` -> ``top-1 accuracy``); the name itself else."""
+    return str(metric) if metric is None else METRIC_LABELS.get(metric, metric)
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """``frame.to_dict("records")`` typed with str keys (every report frame has str columns)."""
+    return cast(list[dict[str, Any]], frame.to_dict("records"))
+
+
+def row_dict(row: pd.Series) -> dict[str, Any]:
+    """``row.to_dict()`` of a frame row, typed with str keys (the frame's str column names)."""
+    return cast(dict[str, Any], row.to_dict())
+
+
 def primary_metric(frame: pd.DataFrame, order: Sequence[str] = SCORE_METRICS) -> str | None:
     """First metric of ``order`` present in ``frame``."""
     present = set(frame["metric"].dropna())
@@ -643,7 +658,7 @@ def wide_table(
     fmts = index_format or {}
     cells: dict[tuple[Any, Any], str] = {}
     row_keys: list[tuple[Any, ...]] = []
-    for rec in stats.to_dict("records"):
+    for rec in records(stats):
         rk = tuple(_key(rec[c]) for c in index)
         if rk not in row_keys:
             row_keys.append(rk)
@@ -708,7 +723,7 @@ def table1(data: StudyData) -> list[TableBlock]:
         key=lambda g: (tasks.index(g[0][0]), g[0][1] != "linear"),
     )
     for keys, sub in groups:
-        task, ev, frac, k, backbone, c = keys
+        task, ev, frac, k, backbone, c = cast(tuple[str, str, float, float, str, float], keys)
         index = _row_index(sub, ["pretrain_set", "unique_images", "diversity"], data.factors)
         sub = sub.sort_values(index, na_position="last")
         display = wide_table(
@@ -725,7 +740,7 @@ def table1(data: StudyData) -> list[TableBlock]:
                 key=slug("table1", task, ev, frac, k, backbone, c),
                 title=f"{task}: {setting}, {backbone}, C = {fmt_count(c)} images",
                 caption=(
-                    f"{METRIC_LABELS.get(metric, metric)} (%) on the ID test split of {task} for "
+                    f"{metric_label(metric)} (%) on the ID test split of {task} for "
                     f"each pretraining diversity D = N/C at a fixed budget C = {int(c):,} "
                     f"images (compute-normalized; E = C/N epochs). {SEEDS_NOTE}"
                 ),
@@ -748,7 +763,8 @@ def table2(data: StudyData) -> list[TableBlock]:
     stats = summarize_seeds(rows, [*data.condition, "column"])
     columns = ordered(stats["column"], [t for t in (data.spec.get("tasks") or {})])
     blocks = []
-    for (method, backbone, c), sub in stats.groupby(["method", "backbone", "budget_images"]):
+    for group_key, sub in stats.groupby(["method", "backbone", "budget_images"]):
+        method, backbone, c = cast(tuple[str, str, float], group_key)
         index = _row_index(sub, ["pretrain_set", "unique_images", "diversity"], data.factors)
         sub = sub.sort_values(index, na_position="last")
         settings = sorted(
@@ -799,7 +815,8 @@ def table5(data: StudyData) -> list[TableBlock]:
         return []
     stats = summarize_seeds(rows, data.condition)
     blocks = []
-    for (method, task, c), sub in stats.groupby(["method", "task", "budget_images"]):
+    for group_key, sub in stats.groupby(["method", "task", "budget_images"]):
+        method, task, c = cast(tuple[str, str, float], group_key)
         if sub["label_fraction"].nunique() < 2:
             continue
         base = ["backbone", "pretrain_set", "unique_images", "diversity"]
@@ -811,7 +828,7 @@ def table5(data: StudyData) -> list[TableBlock]:
                 key=slug("table5", method, task, c),
                 title=f"{method} on {task}, C = {fmt_count(c)} images",
                 caption=(
-                    f"Linear-probe {METRIC_LABELS.get(metric, metric)} (%) on the ID test split "
+                    f"Linear-probe {metric_label(metric)} (%) on the ID test split "
                     f"of {task} when the probe is trained on a class-stratified fraction of the "
                     f"labelled train split (columns). {SEEDS_NOTE}"
                 ),
@@ -919,7 +936,7 @@ def _flatten(tree: dict[str, Any]) -> dict[str, Any]:
     """Dotted keys of a nested mapping (``pandas.json_normalize``); lists kept as values."""
     if not tree:
         return {}
-    return pd.json_normalize(tree, sep=".").iloc[0].to_dict()
+    return row_dict(pd.json_normalize(tree, sep=".").iloc[0])
 
 
 EXCLUDED_FIXED = ("out",)  # per-run output paths
@@ -1151,9 +1168,15 @@ def robustness_block(er: pd.DataFrame, task: str, metric: str, baseline: Baselin
             f"mean OOD {name} (%)": [f"{v * 100:.1f}" for v in er["ood_mean"]],
             "effective robustness": [
                 format_interval(
-                    r.er, r.er_low, r.er_high, int(r.n), r.n_kind, signed=True, unit=" pp"
+                    r["er"],
+                    r["er_low"],
+                    r["er_high"],
+                    int(r["n"]),
+                    r["n_kind"],
+                    signed=True,
+                    unit=" pp",
                 )
-                for r in er.itertuples()
+                for r in records(er)
             ],
         }
     )
@@ -1187,7 +1210,8 @@ def distance_tables(data: StudyData) -> list[TableBlock]:
     if frame is None or frame.empty:
         return []
     blocks = []
-    for (metric, extractor), sub in frame.groupby(["metric", "extractor"], sort=True):
+    for group_key, sub in frame.groupby(["metric", "extractor"], sort=True):
+        metric, extractor = cast(tuple[str, str], group_key)
         fmt = DISTANCE_FORMAT.get(metric, ".4g")
         cols = ordered(sub["b"])
         body = []
@@ -1251,11 +1275,11 @@ def distance_accuracy_points(data: StudyData) -> pd.DataFrame:
             task, _, split = str(other).partition(":")
             hit = stats[(stats["pretrain_set"] == str(pre)) & (stats["task"] == task)]
             hit = hit[hit["split"] == (split or "id")]
-            for rec in hit.to_dict("records"):
+            for rec in records(hit):
                 rows.append(
                     {
                         **rec,
-                        "distance": float(d.value),
+                        "distance": float(cast(float, d.value)),
                         "distance_metric": d.metric,
                         "extractor": d.extractor,
                         "a": d.a,

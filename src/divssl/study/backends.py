@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -143,6 +143,13 @@ class LocalBackend:
         return results
 
 
+def _ray_result(ref: Any) -> JobResult:
+    """The job result a ray task returned (blocks until it is done)."""
+    import ray
+
+    return cast(JobResult, ray.get(ref))
+
+
 def _result_or_failure(get: Callable[[], JobResult], job_id: str) -> JobResult:
     """A worker that died (segfault, OOM kill) is a failed job, not a crashed study."""
     try:
@@ -235,7 +242,7 @@ class RayBackend:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
                     job_id = pending.pop(ref)
-                    result = _result_or_failure(functools.partial(ray.get, ref), job_id)
+                    result = _result_or_failure(functools.partial(_ray_result, ref), job_id)
                     on_result(result)
                     results.append(result)
             return results

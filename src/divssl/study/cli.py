@@ -200,11 +200,11 @@ def quickstart_command(
     console = _console()
     try:
         from divssl.report import build_report
-    except ImportError:
-        build_report = None
-    if build_report is not None and outcome.rows:
-        paths = build_report(outcome.study_dir)
-        for name, path in dict(paths).items():
-            console.print(f"report {name}: {path}", markup=False, highlight=False)
+    except ImportError:  # the report is optional here: no report module, no report lines
+        paths: dict[str, Path] = {}
+    else:
+        paths = dict(build_report(outcome.study_dir)) if outcome.rows else {}
+    for name, path in paths.items():
+        console.print(f"report {name}: {path}", markup=False, highlight=False)
     if outcome.failed:
         raise typer.Exit(1)
