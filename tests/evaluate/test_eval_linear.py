@@ -14,10 +14,10 @@ from sklearn.linear_model import LogisticRegression
 from divssl.errors import ConfigError
 from divssl.evaluate.linear import (
     DEFAULT_WEIGHT_DECAYS,
+    NumpySoftmaxObjective,
     ProbeConfig,
     ProbeSetting,
     Standardizer,
-    _NumpySoftmaxObjective,
     _SoftmaxObjective,
     fit_lbfgs,
     fit_sgd,
@@ -132,7 +132,7 @@ def reference_objective(
 def test_numpy_objective_is_the_formula_and_its_gradient() -> None:
     x, y = blobs(90, 5, 3, seed=7)
     xs = Standardizer.fit(x)(x).astype(np.float64)
-    obj = _NumpySoftmaxObjective(xs, y, 3)
+    obj = NumpySoftmaxObjective(xs, y, 3)
     obj.chunk = 16  # several chunks and a ragged last one
     obj.weight_decay = 0.3
     theta = np.random.default_rng(0).normal(size=5 * 3 + 3)
@@ -160,7 +160,7 @@ def test_sklearn_c_maps_to_weight_decay_as_one_over_n_lambda() -> None:
     wd = 1e-3
     clf = LogisticRegression(C=1.0 / (len(y) * wd), tol=1e-12, max_iter=100_000).fit(xs, y)
     theta = np.concatenate([clf.coef_.T.reshape(-1), clf.intercept_])
-    obj = _NumpySoftmaxObjective(xs, y, 3)
+    obj = NumpySoftmaxObjective(xs, y, 3)
     obj.weight_decay = wd
     assert np.abs(obj(theta)[1]).max() < 1e-7  # scikit-learn stops on ftol near 1e-8
     obj.weight_decay = 2 * wd
@@ -276,13 +276,13 @@ def test_cpu_objective_runs_on_the_given_blas_threads(
     from divssl.evaluate import linear as linear_module
 
     seen: list[int] = []
-    call = linear_module._NumpySoftmaxObjective.__call__
+    call = linear_module.NumpySoftmaxObjective.__call__
 
     def spy(self, theta):  # noqa: ANN001, ANN202
         seen.extend(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
         return call(self, theta)
 
-    monkeypatch.setattr(linear_module._NumpySoftmaxObjective, "__call__", spy)
+    monkeypatch.setattr(linear_module.NumpySoftmaxObjective, "__call__", spy)
     x, y = blobs(60, 4, 2, seed=9)
     before = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
     fit_lbfgs(Standardizer.fit(x)(x), y, 2, [1e-2], threads=threads)

@@ -299,7 +299,7 @@ _CHUNK_BYTES = 1 << 20
 _MIN_CHUNK_ROWS = 64
 
 
-class _NumpySoftmaxObjective:
+class NumpySoftmaxObjective:
     """``L(W, b) = (1/n) sum_i CE(x_i W + b, y_i) + (lambda / 2) ||W||_F^2`` and its gradient, in
     float64 NumPy BLAS on the CPU (the fast default; see :func:`fit_lbfgs`).
 
@@ -502,11 +502,11 @@ def fit_lbfgs(
             raise ValueError(f"init must be W ({d}, {k}) and b ({k},)")
         theta = np.concatenate([w0.reshape(-1), b0])
     with ExitStack() as stack:
-        objective: _NumpySoftmaxObjective | _SoftmaxObjective
+        objective: NumpySoftmaxObjective | _SoftmaxObjective
         if dev.type == "cpu":
             # NumPy/SciPy BLAS on ``threads`` threads; torch's pool is not used at all.
             stack.enter_context(blas_threads(threads))
-            objective = _NumpySoftmaxObjective(np.asarray(x), np.asarray(y), k)
+            objective = NumpySoftmaxObjective(np.asarray(x), np.asarray(y), k)
         else:
             xt = torch.as_tensor(np.asarray(x), device=dev).to(torch.float64)
             yt = torch.as_tensor(np.asarray(y), device=dev, dtype=torch.long)

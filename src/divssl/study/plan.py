@@ -40,6 +40,11 @@ from divssl.pretrain.build import make_budget, num_classes_of, subset_size
 from divssl.pretrain.config import Config, config_from_tree, config_to_dict
 from divssl.pretrain.dry_run import count_model_flops, measure_throughput, model_settings
 from divssl.pretrain.methods import get_method
+from divssl.study.estimate import (
+    RunEvalEstimate,
+    estimate_evaluations,
+    measure_eval_rates,
+)
 from divssl.study.jobs import (
     PLAN_FORMAT,
     BaselineJob,
@@ -50,6 +55,7 @@ from divssl.study.jobs import (
     Tracking,
 )
 from divssl.study.spec import DerivedPool, FinetuneEval, Study
+from divssl.threads import worker_share
 
 THROUGHPUT_FILE = "throughput.json"
 STUDY_DIR_TOKEN = "${study_dir}"
@@ -102,6 +108,10 @@ class Plan:
     gpus_per_run: int
     duplicates: int = 0
     derived_views: dict[str, Pool] = field(default_factory=dict, repr=False)  # built in memory
+    # set by measure_plan: concurrent local workers the times were measured for, and each run's
+    # estimated evaluation time (divssl.study.estimate)
+    workers: int = 1
+    eval_estimates: list[RunEvalEstimate] | None = None
 
     @property
     def jobs(self) -> list[PlannedRun | BaselineJob]:
@@ -135,6 +145,24 @@ class Plan:
         """Wall time of all runs one after another, each on its ``gpus_per_run`` devices."""
         parts = [self.estimated_seconds(r) for r in self.runs]
         return None if not parts or None in parts else float(sum(parts))  # type: ignore[arg-type]
+
+    @property
+    def total_eval_seconds(self) -> float | None:
+        """Estimated evaluation time of all runs one after another (``None``: not measured or
+        nothing estimable)."""
+        if self.eval_estimates is None:
+            return None
+        parts = [e.seconds for e in self.eval_estimates if e.seconds is not None]
+        return float(sum(parts)) if parts else None
+
+    @property
+    def wall_seconds(self) -> float | None:
+        """Estimated wall time of the study: pretraining plus evaluations, shared by ``workers``
+        concurrent workers (``None`` when pretraining is unmeasured)."""
+        total = self.total_seconds
+        if total is None:
+            return None
+        return (total + (self.total_eval_seconds or 0.0)) / max(1, self.workers)
 
     @property
     def total_device_seconds(self) -> float | None:
@@ -696,10 +724,25 @@ def _cache_key(model: ModelCost, batch: int, device: torch.device) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def estimate_workers(plan: Plan, device: torch.device) -> int:
+    """Concurrent local workers the estimate is for: ``resources.workers``, else one per group of
+    ``gpus_per_run`` visible GPUs on CUDA and one on the CPU (the local backend's defaults)."""
+    if plan.study.resources.workers:
+        return plan.study.resources.workers
+    if device.type == "cuda":
+        return max(1, torch.cuda.device_count() // max(1, plan.gpus_per_run))
+    return 1
+
+
 def measure_plan(
     plan: Plan, device: str = "auto", steps: int = 5, warmup: int = 2, batch: int | None = None
 ) -> dict[str, Any]:
-    """Measure each distinct model's throughput (cached in ``STUDY_DIR/throughput.json``).
+    """Measure each distinct model's throughput (cached in ``STUDY_DIR/throughput.json``) and
+    estimate the runs' evaluations (:mod:`divssl.study.estimate`).
+
+    On the CPU every measurement runs at one worker's thread share (``cores // workers``, as the
+    local backend gives its workers), so that :attr:`Plan.wall_seconds` = (pretraining +
+    evaluations) / workers.
 
     Args:
         plan: the plan (its models get ``images_per_second``).
@@ -720,8 +763,33 @@ def measure_plan(
         if device == "auto" and torch.cuda.is_available()
         else ("cpu" if device == "auto" else device)
     )
+    plan.workers = estimate_workers(plan, dev)
+    threads = worker_share(plan.workers) if dev.type == "cpu" else torch.get_num_threads()
     path = plan.study_dir / THROUGHPUT_FILE
     cache: dict[str, Any] = read_json(path) if path.is_file() else {}
+    changed = False
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        changed = _measure_models(plan, dev, cache, steps, warmup, batch)
+    finally:
+        torch.set_num_threads(saved_threads)
+    if changed:
+        atomic_write_json(path, cache)
+    plan.eval_estimates = estimate_evaluations(plan, measure_eval_rates(plan, threads))
+    return cache
+
+
+def _measure_models(
+    plan: Plan,
+    dev: torch.device,
+    cache: dict[str, Any],
+    steps: int,
+    warmup: int,
+    batch: int | None,
+) -> bool:
+    """Time each model not yet in ``cache`` (keyed by settings, batch, device and threads) and
+    set its measured fields; whether the cache changed."""
     changed = False
     for key, model in plan.models.items():
         run = next(r for r in plan.runs if r.model == key)
@@ -746,9 +814,7 @@ def measure_plan(
         model.step_seconds = float(statistics.median(entry["step_seconds"]))
         model.measured_batch = int(entry["batch"])
         model.device = str(entry["device"])
-    if changed:
-        atomic_write_json(path, cache)
-    return cache
+    return changed
 
 
 # ------------------------------------------------------------------------------------- table
@@ -791,6 +857,9 @@ def plan_table(plan: Plan) -> Any:
         table.add_column(col, justify="right")
     if measured:
         table.add_column("est. time", justify="right")
+    evals = plan.eval_estimates
+    if evals is not None:
+        table.add_column("est. eval", justify="right")
     for i, run in enumerate(plan.runs):
         row = [
             str(i),
@@ -811,6 +880,8 @@ def plan_table(plan: Plan) -> Any:
         ]
         if measured:
             row.append(_fmt_seconds(plan.estimated_seconds(run)))
+        if evals is not None:
+            row.append(_fmt_seconds(evals[i].seconds))
         table.add_row(*row)
     return table
 
@@ -831,7 +902,7 @@ def plan_summary(plan: Plan) -> list[str]:
         lines.append(
             f"estimated pretraining time on {', '.join(devices)}: {device / 86400:.4g} "
             f"device-days ({device / 3600:.4g} device-hours); one run after another"
-            f"{per_run}: {_fmt_seconds(total)} (evaluations not included)"
+            f"{per_run}: {_fmt_seconds(total)}"
         )
         for m in plan.models.values():
             s = m.settings
@@ -840,4 +911,25 @@ def plan_summary(plan: Plan) -> list[str]:
                 f"{m.images_per_second:,.3g} img/s (batch {m.measured_batch}, median "
                 f"step {m.step_seconds:.3g} s)"
             )
+    lines += _wall_lines(plan)
+    return lines
+
+
+def _wall_lines(plan: Plan) -> list[str]:
+    """The evaluation estimate and the study's wall time (after :func:`measure_plan`)."""
+    if plan.eval_estimates is None or plan.wall_seconds is None:
+        return []
+    skipped = sorted({e for est in plan.eval_estimates for e in est.not_estimated})
+    evals = plan.total_eval_seconds
+    lines = [
+        f"estimated evaluations, one run after another: {_fmt_seconds(evals)} (features, kNN, "
+        "and L-BFGS probes at their iteration caps: an upper bound)"
+        + (f"; not estimated: {', '.join(skipped)}" if skipped else "")
+    ]
+    share = f"{plan.workers} workers" if plan.workers > 1 else "1 worker"
+    baselines = ", report baselines" if plan.study.report.baselines else ""
+    lines.append(
+        f"estimated study wall time with {share} (pretraining + evaluations) / workers: "
+        f"{_fmt_seconds(plan.wall_seconds)} (not included: distances, Vendi{baselines})"
+    )
     return lines
