@@ -72,3 +72,24 @@ def test_measured_plan_adds_evaluations_and_shares_the_wall_time(tmp_path, monke
     text = "\n".join(plan_summary(plan))
     assert "estimated study wall time with 2 workers" in text
     assert "estimated evaluations" in text
+
+
+def test_a_run_without_evaluations_costs_nothing_and_an_unopened_task_is_listed():
+    from divssl.study.estimate import estimate_run_evaluations
+
+    from .conftest import planned_knn, pretrain_job
+
+    rates = EvalRates(
+        forward_ips={("convnet_tiny", 16, False): 1000.0},
+        feature_dim={("convnet_tiny", 16, False): 64},
+        gemm_flops=1e9,
+    )
+    none = estimate_run_evaluations(pretrain_job("a"), rates, {}, {})
+    assert none.seconds == 0.0 and none.not_estimated == []
+    knn = planned_knn(k=[20])
+    unopened = estimate_run_evaluations(pretrain_job("b", [knn]), rates, {}, {})
+    assert unopened.seconds is None and unopened.not_estimated == [knn.id]
+    sizes = {knn.task_spec: SIZES}
+    opened = estimate_run_evaluations(pretrain_job("c", [knn]), rates, sizes, {})
+    features = sum(SIZES.values()) / 1000.0  # one forward pass per image of every split
+    assert opened.seconds == pytest.approx(features + 2 * 300 * 1000 * 64 / 1e9)

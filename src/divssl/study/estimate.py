@@ -154,8 +154,19 @@ def measure_eval_rates(plan: Plan, threads: int, batch: int = 256, repeats: int 
 def evaluation_seconds(
     ev: PlannedEvaluation, sizes: dict[str, int], dim: int, classes: int, rates: EvalRates
 ) -> float | None:
-    """Seconds of one kNN or cached L-BFGS evaluation on cached features (``None``: not
-    estimated). See the module docstring for what is counted."""
+    """Seconds of one kNN or cached L-BFGS evaluation on cached features (the module docstring
+    says what is counted).
+
+    Args:
+        ev: the planned evaluation.
+        sizes: images per split of its task.
+        dim: feature width D of the run's encoder.
+        classes: class count K of the task.
+        rates: this machine's measured rates.
+
+    Returns:
+        Seconds, or ``None`` for what is not estimated (fine-tuning, SGD protocols).
+    """
     st = ev.settings
     n_train = sizes.get("train", 0)
     queries = sum(sizes.get(s, 0) for s in ("test", "ood"))
@@ -180,24 +191,32 @@ def estimate_run_evaluations(
     sizes: dict[str, dict[str, int]],
     classes: dict[str, int],
 ) -> RunEvalEstimate:
-    """Estimated seconds of every evaluation a run owes (features once per task)."""
+    """Estimated seconds of every evaluation a run owes (features once per task).
+
+    Args:
+        run: the planned run.
+        rates: this machine's measured rates.
+        sizes: task spec -> images per split (tasks that could not be opened are absent).
+        classes: task spec -> class count.
+    """
     key = _encoder_key(run.config)
     ips, dim = rates.forward_ips.get(key), rates.feature_dim.get(key)
     total, skipped, featurized = 0.0, [], set()
     for ev in run.evaluations:
         n = sizes.get(ev.task_spec)
-        seconds = None
-        if n is not None and ips and dim:
-            seconds = evaluation_seconds(ev, n, dim, classes.get(ev.task_spec, 10), rates)
+        if n is None or not ips or not dim:
+            skipped.append(ev.id)
+            continue
+        seconds = evaluation_seconds(ev, n, dim, classes.get(ev.task_spec, 10), rates)
         if seconds is None:
             skipped.append(ev.id)
             continue
         if ev.task_spec not in featurized:
             featurized.add(ev.task_spec)
-            seconds += sum(n.values()) / ips  # type: ignore[operator]
+            seconds += sum(n.values()) / ips
         total += seconds
-    estimated = len(skipped) < len(run.evaluations)
-    return RunEvalEstimate(total if estimated else None, skipped)
+    nothing = run.evaluations and len(skipped) == len(run.evaluations)
+    return RunEvalEstimate(None if nothing else total, skipped)
 
 
 def estimate_evaluations(plan: Plan, rates: EvalRates) -> list[RunEvalEstimate]:
