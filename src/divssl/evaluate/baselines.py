@@ -34,6 +34,8 @@ import numpy as np
 import torch
 
 from divssl.errors import ConfigError
+from divssl.progress import Activity
+from divssl.threads import free_threads
 
 if TYPE_CHECKING:  # the study layer reads this module's results; no run-time import back
     from divssl.study.jobs import PlanDoc
@@ -160,10 +162,15 @@ def pixel_logreg(
     n_boot: int = 1000,
     level: float = 0.95,
     device: str = "cpu",
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """Logistic regression on pixel vectors with the study's linear-probe solver and sweep.
 
-    ``device`` is where the probe is fitted (the features stay NumPy arrays).
+    ``device`` is where the probe is fitted (the features stay NumPy arrays). ``threads`` are the
+    BLAS threads of its objective on the CPU; by default the cores other processes leave free
+    (:func:`divssl.threads.free_threads`): pixel vectors are wide (2352 values at 28 px, against
+    128-512 for encoder features), so this probe is a dense phase that gains from a pool, unlike
+    the runs' probes (measured on 60k x 2352 Fashion-MNIST pixels: > 14 min on one thread).
 
     Returns:
         One dict per fraction: ``fraction``, ``chosen`` setting, ``n_train``, and per evaluated
@@ -184,6 +191,7 @@ def pixel_logreg(
         val_fraction=val_fraction,
         seed=eval_seed,
         max_iter=max_iter,
+        threads=threads if threads is not None else free_threads(),
     )
     x_train, y_train = splits["train"]
     val = splits.get("val")
@@ -306,19 +314,19 @@ def compute_study_baselines(study_dir: str | Path, seed: int = 0) -> list[dict[s
             stats = {"eval_seed": ev["eval_seed"], "n_boot": ev["n_boot"], "level": ev["level"]}
             pix = {**stats, "device": device}
             t0 = time.perf_counter()
-            if ev["kind"] == "knn":
-                name = "pixels_knn"
-                results = pixel_knn(
-                    splits, k_classes, ks=ev["k"], temperature=ev["temperature"],
-                    fractions=ev["fractions"], **pix,
-                )  # fmt: skip
-            else:
-                name = "pixels_logreg"
-                results = pixel_logreg(
-                    splits, k_classes, fractions=ev["fractions"],
-                    weight_decays=ev["weight_decays"], val_fraction=ev["val_fraction"],
-                    max_iter=ev["max_iter"], **pix,
-                )  # fmt: skip
+            name = "pixels_knn" if ev["kind"] == "knn" else "pixels_logreg"
+            with Activity(f"baseline {name} beside {ev['id']} ({enc['image_size']} px)"):
+                if ev["kind"] == "knn":
+                    results = pixel_knn(
+                        splits, k_classes, ks=ev["k"], temperature=ev["temperature"],
+                        fractions=ev["fractions"], **pix,
+                    )  # fmt: skip
+                else:
+                    results = pixel_logreg(
+                        splits, k_classes, fractions=ev["fractions"],
+                        weight_decays=ev["weight_decays"], val_fraction=ev["val_fraction"],
+                        max_iter=ev["max_iter"], **pix,
+                    )  # fmt: skip
             setup = {**enc, "seconds": round(time.perf_counter() - t0, 3)}
             rows += _rows(name, ev, results, {**setup, "backbone": "pixels"})
             t0 = time.perf_counter()
@@ -330,17 +338,19 @@ def compute_study_baselines(study_dir: str | Path, seed: int = 0) -> list[dict[s
                 "feature_batch_size": ev["feature_batch_size"],
                 **{k: enc[k] for k in ("backbone", "image_size", "cifar_stem")},
             }
-            if ev["kind"] == "knn":
-                out = run_knn(
-                    None, ev["task_spec"], ks=ev["k"], temperature=ev["temperature"],
-                    fractions=ev["fractions"], **common,
-                )  # fmt: skip
-            else:
-                out = run_linear(
-                    None, ev["task_spec"], fractions=ev["fractions"],
-                    weight_decays=ev["weight_decays"], val_fraction=ev["val_fraction"],
-                    max_iter=ev["max_iter"], **common,
-                )  # fmt: skip
+            label = f"baseline random_init {enc['backbone']} beside {ev['id']}"
+            with Activity(f"{label} ({enc['image_size']} px)"):
+                if ev["kind"] == "knn":
+                    out = run_knn(
+                        None, ev["task_spec"], ks=ev["k"], temperature=ev["temperature"],
+                        fractions=ev["fractions"], **common,
+                    )  # fmt: skip
+                else:
+                    out = run_linear(
+                        None, ev["task_spec"], fractions=ev["fractions"],
+                        weight_decays=ev["weight_decays"], val_fraction=ev["val_fraction"],
+                        max_iter=ev["max_iter"], **common,
+                    )  # fmt: skip
             setup = {**enc, "seconds": round(time.perf_counter() - t0, 3)}
             rows += _rows("random_init", ev, out["results"], setup)
     if not rows:
