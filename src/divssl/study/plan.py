@@ -767,7 +767,6 @@ def measure_plan(
     threads = worker_share(plan.workers) if dev.type == "cpu" else torch.get_num_threads()
     path = plan.study_dir / THROUGHPUT_FILE
     cache: dict[str, Any] = read_json(path) if path.is_file() else {}
-    changed = False
     saved_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
