@@ -77,31 +77,6 @@ def test_pixel_logreg_matches_sklearn_at_a_fixed_weight_decay():
     assert entry["ood"]["top1"]["value"] == pytest.approx(entry["test"]["top1"]["value"])
 
 
-def test_pixel_logreg_uses_the_free_cores_unless_told(monkeypatch):
-    """Pixel vectors are wide: the probe's BLAS gets the free cores (divssl.threads.free_threads),
-    or exactly the threads asked for; results are the same either way."""
-    from divssl.evaluate import baselines, linear
-
-    seen = []
-    real = linear.fit_lbfgs
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["threads"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(linear, "fit_lbfgs", spy)
-    monkeypatch.setattr(baselines, "free_threads", lambda: 2)
-    x_tr, y_tr = _blobs(30, 3)
-    ftr = pixel_features(x_tr, 6)
-    splits = {"train": (ftr, y_tr), "test": (ftr, y_tr)}
-    (pooled,) = pixel_logreg(splits, 3, fractions=[100], weight_decays=[1e-2], n_boot=20)
-    assert seen and set(seen) == {2}
-    seen.clear()
-    (one,) = pixel_logreg(splits, 3, fractions=[100], weight_decays=[1e-2], n_boot=20, threads=1)
-    assert seen and set(seen) == {1}
-    assert one["test"]["top1"]["value"] == pytest.approx(pooled["test"]["top1"]["value"])
-
-
 @pytest.mark.slow
 def test_compute_study_baselines_writes_rows_for_each_evaluation(tmp_path):
     import json

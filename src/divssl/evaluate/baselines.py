@@ -35,7 +35,6 @@ import torch
 
 from divssl.errors import ConfigError
 from divssl.progress import Activity
-from divssl.threads import free_threads
 
 if TYPE_CHECKING:  # the study layer reads this module's results; no run-time import back
     from divssl.study.jobs import PlanDoc
@@ -162,15 +161,13 @@ def pixel_logreg(
     n_boot: int = 1000,
     level: float = 0.95,
     device: str = "cpu",
-    threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """Logistic regression on pixel vectors with the study's linear-probe solver and sweep.
 
-    ``device`` is where the probe is fitted (the features stay NumPy arrays). ``threads`` are the
-    BLAS threads of its objective on the CPU; by default the cores other processes leave free
-    (:func:`divssl.threads.free_threads`): pixel vectors are wide (2352 values at 28 px, against
-    128-512 for encoder features), so this probe is a dense phase that gains from a pool, unlike
-    the runs' probes (measured on 60k x 2352 Fashion-MNIST pixels: > 14 min on one thread).
+    ``device`` is where the probe is fitted (the features stay NumPy arrays). On the CPU its
+    objective runs on one BLAS thread, like the runs' probes: on 60k x 2352 Fashion-MNIST pixels
+    two threads were no faster (about 800 s either way, quiet 2-core VM; the chunked objective is
+    bound by memory traffic, not FLOPs), and one thread cannot stall beside a busy neighbour.
 
     Returns:
         One dict per fraction: ``fraction``, ``chosen`` setting, ``n_train``, and per evaluated
@@ -191,7 +188,6 @@ def pixel_logreg(
         val_fraction=val_fraction,
         seed=eval_seed,
         max_iter=max_iter,
-        threads=threads if threads is not None else free_threads(),
     )
     x_train, y_train = splits["train"]
     val = splits.get("val")
