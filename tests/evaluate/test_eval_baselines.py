@@ -78,7 +78,7 @@ def test_pixel_logreg_matches_sklearn_at_a_fixed_weight_decay():
 
 
 @pytest.mark.slow
-def test_compute_study_baselines_writes_rows_for_each_evaluation(tmp_path):
+def test_compute_study_baselines_writes_rows_for_each_evaluation(tmp_path, capsys):
     import json
 
     from tests.study.conftest import plan_doc, pretrain_job
@@ -112,3 +112,8 @@ def test_compute_study_baselines_writes_rows_for_each_evaluation(tmp_path):
     # the world task has an ood split: every baseline reports it as well
     assert {r["split"] for r in top1} == {"id", "ood"}
     assert (tmp_path / "baselines" / "random_init").is_dir()
+    # each baseline says when it starts and ends (a log without a terminal gets plain lines)
+    err = capsys.readouterr().err
+    for name in ("pixels_knn", "pixels_logreg", "random_init convnet_tiny"):
+        assert f"baseline {name} beside" in err
+    assert err.count(": started") >= 4 and err.count(": done in") >= 4
